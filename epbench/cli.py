@@ -1,0 +1,199 @@
+"""`epbench …` — the command line.
+
+    epbench backends                     installed backends, their versions
+    epbench tasks                        task files, their cells and presets
+    epbench run TASK… [options]          run cells, print tables, append JSONL records
+    epbench table RESULTS…               tables from records (files or folders)
+
+Bad input (unknown names, invalid task files, malformed data) prints one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from tabulate import tabulate
+
+from .errors import EpbenchError
+from .registry import Registry
+from .results import RecordWriter, read_records
+from .runner import RunOptions, run_matrix
+from .spec import DTYPES
+from .tables import format_record, summary_table
+from .tasks import DEFAULT_PRESET, parse_selector, preset_names, read_task_file, resolve
+from .tasks import variant_names as _variants
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="epbench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("backends", help="list installed backends")
+    sub.add_parser("tasks", help="list tasks, their cells and presets")
+    run = sub.add_parser("run", help="run task cells on backends and record the results")
+    run.add_argument(
+        "tasks",
+        nargs="+",
+        metavar="TASK",
+        help="task name, NAME[axis=value], or a path to a task file (.toml)",
+    )
+    run.add_argument("--backend", default="", help="NAME[,NAME…] (default: every installed one)")
+    run.add_argument("--preset", default=DEFAULT_PRESET, help="preset of the task files")
+    run.add_argument("--dtype", choices=DTYPES, help="override the task's dtype")
+    run.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a task field, e.g. dynamics.T=100 (repeatable)",
+    )
+    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    run.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    run.add_argument(
+        "--save-traces",
+        action="store_true",
+        help="write params, batch and traces of each cell to an .npz",
+    )
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="steady-state timing repetitions after the first run (default 1)",
+    )
+    run.add_argument("--quiet", action="store_true", help="print only the summary table")
+    table = sub.add_parser("table", help="print tables from result files or folders")
+    table.add_argument("results", nargs="+", type=Path)
+    table.add_argument("--detail", action="store_true", help="per-layer table of each record")
+    return parser
+
+
+def cmd_backends(registry: Registry) -> int:
+    rows = []
+    for name, backend in registry.get_backends().items():
+        versions = ", ".join(f"{k} {v}" for k, v in backend.versions().items())
+        rows.append([name, versions, type(backend).__module__])
+    print(
+        tabulate(rows, headers=["backend", "versions", "module"], tablefmt="github")
+        if rows
+        else "no backends installed (pip install backends/epbench-torch)"
+    )
+    return 0
+
+
+def cmd_tasks(registry: Registry) -> int:
+    rows = []
+    for name, path in registry.get_task_paths().items():
+        raw = read_task_file(path)
+        cells = ", ".join(
+            name + ("[" + ",".join(f"{a}={v}" for a, v in var) + "]" if var else "")
+            for var in _variants(raw, str(path))
+        )
+        rows.append([name, cells, ", ".join(preset_names(raw)), raw.get("description", "")])
+    print(
+        tabulate(
+            rows,
+            headers=["task", "cells", "presets", "description"],
+            tablefmt="github",
+            maxcolwidths=[None, 50, None, 60],
+        )
+    )
+    return 0
+
+
+def select_cells(registry: Registry, args: argparse.Namespace) -> list:
+    cells = []
+    for text in args.tasks:
+        path = Path(text)
+        if text.endswith(".toml"):
+            if not path.is_file():
+                raise EpbenchError(
+                    f"task file {text}: expected a readable TOML file, found nothing"
+                )
+            cells += resolve(path, preset=args.preset, overrides=args.set)
+            continue
+        name, selection = parse_selector(text)
+        cells += resolve(
+            registry.get_task_path(name),
+            name=name,
+            selection=selection,
+            preset=args.preset,
+            overrides=args.set,
+        )
+    return cells
+
+
+def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
+    cells = select_cells(registry, args)
+    names = [n.strip() for n in args.backend.split(",") if n.strip()]
+    backends = (
+        [registry.get_backend(n) for n in names]
+        if names
+        else list(registry.get_backends().values())
+    )
+    if not backends:
+        raise EpbenchError(
+            "no backend installed: expected at least one (pip install an epbench "
+            "backend such as backends/epbench-torch), found none"
+        )
+    if args.repeat < 0:
+        raise EpbenchError(f"--repeat: expected an integer ≥ 0, found {args.repeat}")
+    options = RunOptions(
+        device=args.device,
+        dtype=args.dtype,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        save_traces=args.save_traces,
+        repeat=args.repeat,
+    )
+    writer = RecordWriter(args.out)
+
+    def show(record: dict) -> None:
+        if not args.quiet:
+            print(format_record(record) + "\n", flush=True)
+
+    def progress(line: str) -> None:
+        if not args.quiet:
+            print(line, file=sys.stderr, flush=True)
+
+    records = run_matrix(
+        cells, backends, options=options, writer=writer, on_record=show, progress=progress
+    )
+    print(summary_table(records))
+    print(f"\nrecords appended to {writer.path}")
+    return 1 if any(r["status"] in ("failed", "diverged") for r in records) else 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    records = read_records(args.results)
+    if args.detail:
+        for record in records:
+            print(format_record(record) + "\n")
+    print(summary_table(records))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "table":
+            return cmd_table(args)
+        registry = Registry()
+        if args.command == "backends":
+            return cmd_backends(registry)
+        if args.command == "tasks":
+            return cmd_tasks(registry)
+        return cmd_run(registry, args)
+    except EpbenchError as err:
+        print(f"epbench: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("epbench: interrupted; records written so far are kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

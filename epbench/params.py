@@ -1,0 +1,83 @@
+"""Canonical parameter and state names, shapes, and seeded initialisation (numpy only).
+
+Names shared by every backend (PAPER.md §3):
+
+    W{n}_{n+1}   weight between layer n and layer n+1, shape (sizes[n], sizes[n+1]);
+                 layer n receives `W{n}_{n+1} ρ(s^{n+1})`, layer n+1 receives `W{n}_{n+1}ᵀ ρ(s^n)`.
+    W{n}_x       input weight of layer n, shape (sizes[n], inputs).
+    b{n}         bias of layer n, shape (sizes[n],).
+    s{n}         state of layer n, shape (batch, sizes[n]); traces drop the batch axis.
+
+Initialisation follows the reference code (PyTorch `Linear` defaults): every weight and bias
+U(−1/√fan_in, +1/√fan_in), where fan_in is the width of the weight's input side; each layer owns the
+bias of its input-side weight (`W{n}_{n+1}`, or `W{N}_x` for the last layer).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .errors import TaskError
+from .spec import ModelSpec
+
+Params = dict[str, np.ndarray]
+
+_NAME = re.compile(r"^(?:W(\d+)_(\d+|x)|b(\d+)|s(\d+))$")
+
+
+def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Canonical parameter names → shapes, ordered by layer (weights before the bias)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for n, width in enumerate(model.sizes):
+        if n < model.depth:
+            shapes[f"W{n}_{n + 1}"] = (width, model.sizes[n + 1])
+        if n in model.input_layers:
+            shapes[f"W{n}_x"] = (width, model.inputs)
+        shapes[f"b{n}"] = (width,)
+    return shapes
+
+
+def state_shapes(model: ModelSpec, batch: int) -> dict[str, tuple[int, ...]]:
+    """Canonical state names → shapes `(batch, sizes[n])`, output layer first."""
+    return {f"s{n}": (batch, width) for n, width in enumerate(model.sizes)}
+
+
+def layer_of(name: str) -> int:
+    """The layer a canonical parameter or state name belongs to (its row side)."""
+    match = _NAME.match(name)
+    if match is None:
+        raise TaskError("parameter", "name", "W{n}_{n+1}, W{n}_x, b{n} or s{n}", name)
+    return int(next(group for group in match.groups() if group is not None and group != "x"))
+
+
+def bias_fan_in(model: ModelSpec, n: int) -> int:
+    """Fan-in of layer n's input-side weight, which owns the bias b{n}."""
+    return model.sizes[n + 1] if n < model.depth else model.inputs
+
+
+def init_params(model: ModelSpec, *, seed: int, dtype: str = "float64") -> Params:
+    """Draw canonical initial parameters from `seed`: U(±1/√fan_in), drawn in `param_shapes` order.
+
+    The same seed gives the same parameters for EP and BPTT and for every backend.
+    """
+    rng = np.random.default_rng(seed)
+    params: Params = {}
+    for name, shape in param_shapes(model).items():
+        fan_in = bias_fan_in(model, layer_of(name)) if name.startswith("b") else shape[1]
+        bound = 1.0 / np.sqrt(fan_in)
+        params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
+    return params
+
+
+def learning_rates(model: ModelSpec, lrs: tuple[float, ...]) -> dict[str, float]:
+    """Map per-layer learning rates (output first, PAPER.md §5) to canonical parameter names."""
+    if len(lrs) != len(model.sizes):
+        raise TaskError(
+            "task",
+            "train.lrs",
+            f"{len(model.sizes)} learning rates (one per layer, output first)",
+            list(lrs),
+        )
+    return {name: float(lrs[layer_of(name)]) for name in param_shapes(model)}

@@ -1,0 +1,121 @@
+"""Frozen, keyword-only dataclasses that describe what to run.
+
+A task file (TOML, see `tasks.py`) resolves into one `TaskSpec` per cell. Backends only ever see a
+`ModelSpec` (what network to build) and plain keyword settings (`steps=`, `beta=`) per call.
+Conventions follow PAPER.md §1–§3: layer 0 is the output layer, layer N the hidden layer next to the
+input; `sizes` lists layer widths from the output towards the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+SETTINGS = ("EB", "P")
+ACTIVATIONS = ("tanh", "sigm", "hardsigm")
+ESTIMATORS = ("positive", "negative", "symmetric", "random-sign")
+DTYPES = ("float32", "float64")
+MEASUREMENTS = ("gdu", "train")
+DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """A fully connected convergent RNN with static input (PAPER.md §3).
+
+    setting     "EB" (energy-based, exact gradient of the Hopfield energy, step `epsilon`) or
+                "P" (prototypical, discrete time, `s ← σ(∂Φ/∂s)`, step 1).
+    inputs      number of input features (784 for MNIST, 5 for the toy model).
+    sizes       widths of layers s⁰ … sᴺ, output first; N = len(sizes) − 1 ≥ 1 hidden layers.
+    input_to    the layers that receive the input through a weight `W{n}_x`; `()` means `(N,)`
+                (a layered net). The toy model uses `(0, 1)`.
+    activation  "tanh", "sigm" (σ(x) = 1/(1 + e^{−4(x−½)})) or "hardsigm" (clip(x, 0, 1)).
+    epsilon     EB step size ε ("dt"); ignored (must stay 1.0) in the P setting.
+    clamp       clamp states to [0, 1] after each step (EB training runs, PAPER.md §3).
+    """
+
+    setting: str
+    inputs: int
+    sizes: tuple[int, ...]
+    input_to: tuple[int, ...] = ()
+    activation: str = "tanh"
+    epsilon: float = 1.0
+    clamp: bool = False
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers N."""
+        return len(self.sizes) - 1
+
+    @property
+    def outputs(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def input_layers(self) -> tuple[int, ...]:
+        """Layers fed by the input (`input_to`, or the last layer when empty)."""
+        return self.input_to or (self.depth,)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicsSpec:
+    """The two phases (PAPER.md §1): `T` free steps from zero, `K` nudged steps with `beta`.
+
+    estimator   "positive" (+β), "negative" (−β), "symmetric" (±β, half the difference, O(β²) bias)
+                or "random-sign" (the sign of β drawn per batch from the seed).
+    """
+
+    T: int
+    K: int
+    beta: float
+    estimator: str = "positive"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSpec:
+    """Where the batches come from.
+
+    source   "toy" (inputs U[0,1) and random one-hot targets drawn from the seed), "mnist" or
+             "fashion-mnist" (IDX files, pixels scaled to [0, 1], one-hot targets).
+    batch    mini-batch size of GDU cells and training.
+    index    which mini-batch of the (unshuffled) training split a GDU cell uses (0 = the first).
+    subset   train on the first `subset` training images only (0 = all).
+    """
+
+    source: str = "toy"
+    batch: int = 1
+    index: int = 0
+    subset: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSpec:
+    """Plain SGD settings (PAPER.md §5). `lrs` are listed from the output layer towards the input:
+    `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`)."""
+
+    epochs: int = 1
+    lrs: tuple[float, ...] = ()
+    test_batch: int = 1000
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """One resolved cell of a task: a task file, one variant, one preset, with overrides applied.
+
+    `config` is the resolved plain-data form (what gets hashed into the record); `cell` is the name
+    shown to users, e.g. ``mnist-fc[model=P-1h]``.
+    """
+
+    name: str
+    cell: str
+    description: str
+    preset: str
+    variant: tuple[tuple[str, str], ...]
+    measure: tuple[str, ...]
+    model: ModelSpec
+    dynamics: DynamicsSpec
+    data: DataSpec
+    train: TrainSpec
+    dtype: str = "float64"
+    source: str = ""
+    config: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

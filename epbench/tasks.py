@@ -1,0 +1,375 @@
+"""Task files: TOML read into frozen `TaskSpec`s, validated with one-line messages.
+
+A task file holds a base configuration (`[model]`, `[dynamics]`, `[data]`, `[train]`, plus
+`description`, `measure`, `dtype`), presets (`[presets.NAME]`, overrides of the base) and variants
+(`[variants.AXIS.VALUE]`, overrides that may hold their own `presets.NAME`). A cell is resolved by
+deep-merging, later wins: base ← base preset ← variant ← variant preset ← `--set` overrides.
+Cells are named `task[axis=value]`; a bare task name expands to all its variants.
+See tasks/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import TaskError, UnknownNameError
+from .spec import (
+    ACTIVATIONS,
+    DATA_SOURCES,
+    DTYPES,
+    ESTIMATORS,
+    MEASUREMENTS,
+    SETTINGS,
+    DataSpec,
+    DynamicsSpec,
+    ModelSpec,
+    TaskSpec,
+    TrainSpec,
+)
+
+DEFAULT_PRESET = "paper"
+_SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<sel>[^\]]*)\])?$")
+_MISSING = object()
+
+# field → (kind, required); kind is used both to check and to describe what is expected.
+_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "model": {
+        "setting": ("setting", True),
+        "inputs": ("positive integer", True),
+        "sizes": ("list of positive integers", True),
+        "input_to": ("list of layer indices", False),
+        "activation": ("activation", True),
+        "epsilon": ("positive number", False),
+        "clamp": ("boolean", False),
+    },
+    "dynamics": {
+        "T": ("positive integer", True),
+        "K": ("positive integer", True),
+        "beta": ("non-zero number", True),
+        "estimator": ("estimator", False),
+    },
+    "data": {
+        "source": ("data source", True),
+        "batch": ("positive integer", False),
+        "index": ("non-negative integer", False),
+        "subset": ("non-negative integer", False),
+    },
+    "train": {
+        "epochs": ("positive integer", False),
+        "lrs": ("list of positive numbers", False),
+        "test_batch": ("positive integer", False),
+    },
+}
+_TOP = {"description", "measure", "dtype", "presets", "variants", *_SCHEMA}
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` updated by `over`, recursively for nested tables (neither input is modified)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`"dynamics.T=100"` → `{"dynamics": {"T": 100}}`; the value is TOML (else a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise TaskError("--set", text, "key=value with a dotted key such as dynamics.T=100", text)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_task_file(path: Path) -> dict[str, Any]:
+    """Parse a task file; a syntax error is a one-line TaskError naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise TaskError(str(path), "file", "valid TOML", str(err)) from None
+    except OSError as err:
+        raise TaskError(str(path), "file", "a readable task file", err.strerror) from None
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise TaskError(str(path), unknown[0], f"one of {sorted(_TOP)}", "an unknown field")
+    return raw
+
+
+def _axes(raw: Mapping[str, Any], where: str) -> dict[str, dict[str, dict[str, Any]]]:
+    variants = raw.get("variants", {})
+    if not isinstance(variants, Mapping) or not all(
+        isinstance(values, Mapping) and all(isinstance(v, Mapping) for v in values.values())
+        for values in variants.values()
+    ):
+        raise TaskError(where, "variants", "tables [variants.AXIS.VALUE]", variants)
+    return {axis: dict(values) for axis, values in variants.items()}
+
+
+def _presets_of(table: Mapping[str, Any]) -> dict[str, Any]:
+    presets = table.get("presets", {})
+    return dict(presets) if isinstance(presets, Mapping) else {}
+
+
+def preset_names(raw: Mapping[str, Any]) -> list[str]:
+    """Presets a task file defines, at the top or inside any variant."""
+    names = set(_presets_of(raw))
+    for values in raw.get("variants", {}).values():
+        for table in values.values():
+            names |= set(_presets_of(table))
+    return sorted(names | {DEFAULT_PRESET})
+
+
+def variant_names(raw: Mapping[str, Any], where: str = "task") -> list[tuple[tuple[str, str], ...]]:
+    """Every combination of axis values, as ((axis, value), …) tuples; [()] without variants."""
+    axes = _axes(raw, where)
+    if not axes:
+        return [()]
+    return [
+        tuple(zip(axes, combo, strict=True))
+        for combo in itertools.product(*(list(values) for values in axes.values()))
+    ]
+
+
+def cell_name(task: str, variant: tuple[tuple[str, str], ...]) -> str:
+    return task + ("[" + ",".join(f"{a}={v}" for a, v in variant) + "]" if variant else "")
+
+
+def parse_selector(text: str) -> tuple[str, dict[str, str]]:
+    """`"mnist-fc[model=P-1h]"` → ("mnist-fc", {"model": "P-1h"})."""
+    match = _SELECTOR.match(text.strip())
+    if match is None:
+        raise TaskError("command line", "task", "NAME or NAME[axis=value,…]", text)
+    selection: dict[str, str] = {}
+    for part in filter(None, (match["sel"] or "").split(",")):
+        axis, sep, value = part.partition("=")
+        if not sep:
+            raise TaskError("command line", text, "axis=value inside the brackets", part)
+        selection[axis.strip()] = value.strip()
+    return match["name"], selection
+
+
+def resolve(
+    path: Path,
+    *,
+    name: str | None = None,
+    selection: Mapping[str, str] | None = None,
+    preset: str = DEFAULT_PRESET,
+    overrides: Iterable[str] = (),
+) -> list[TaskSpec]:
+    """The validated cells of one task file for one preset (all variants matching `selection`)."""
+    path = Path(path)
+    name = name or path.stem
+    where = str(path)
+    raw = read_task_file(path)
+    if preset not in preset_names(raw):
+        raise UnknownNameError(f"preset of task {name!r}", preset, preset_names(raw))
+    axes = _axes(raw, where)
+    for axis, value in (selection or {}).items():
+        if axis not in axes:
+            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(axes))
+        if value not in axes[axis]:
+            raise UnknownNameError(f"{axis} of task {name!r}", value, list(axes[axis]))
+    over = {}
+    for text in overrides:
+        over = deep_merge(over, parse_override(text))
+    base = {k: v for k, v in raw.items() if k not in ("presets", "variants")}
+    base = deep_merge(base, _presets_of(raw).get(preset, {}))
+    cells = []
+    for variant in variant_names(raw, where):
+        if any(dict(variant).get(a) != v for a, v in (selection or {}).items()):
+            continue
+        config = base
+        for axis, value in variant:
+            table = axes[axis][value]
+            config = deep_merge(config, {k: v for k, v in table.items() if k != "presets"})
+            config = deep_merge(config, _presets_of(table).get(preset, {}))
+        config = deep_merge(config, over)
+        cell = cell_name(name, variant)
+        cells.append(
+            build_spec(
+                config,
+                name=name,
+                cell=cell,
+                preset=preset,
+                variant=variant,
+                where=f"{where} ({cell}, preset {preset})",
+            )
+        )
+    return cells
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short SHA-256 of the resolved configuration (stable key order)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check(where: str, field: str, kind: str, value: Any) -> Any:
+    """Validate one field value against its kind; return it normalised (tuples for lists)."""
+
+    def fail(expected: str) -> None:
+        raise TaskError(where, field, expected, value)
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    choices = {
+        "setting": SETTINGS,
+        "activation": ACTIVATIONS,
+        "estimator": ESTIMATORS,
+        "data source": DATA_SOURCES,
+    }
+    if kind in choices:
+        if value not in choices[kind]:
+            fail(f"one of {', '.join(choices[kind])}")
+        return value
+    if kind == "positive integer":
+        if not is_int(value) or value <= 0:
+            fail("a positive integer")
+    elif kind == "non-negative integer":
+        if not is_int(value) or value < 0:
+            fail("a non-negative integer")
+    elif kind == "positive number":
+        if not is_num(value) or value <= 0:
+            fail("a positive number")
+        return float(value)
+    elif kind == "non-zero number":
+        if not is_num(value) or value == 0:
+            fail("a non-zero number")
+        return float(value)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif kind == "list of positive integers":
+        if not isinstance(value, list) or not value or not all(is_int(v) and v > 0 for v in value):
+            fail("a list of positive integers")
+        return tuple(value)
+    elif kind == "list of layer indices":
+        if not isinstance(value, list) or not all(is_int(v) and v >= 0 for v in value):
+            fail("a list of layer indices (integers ≥ 0)")
+        return tuple(value)
+    elif kind == "list of positive numbers":
+        if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
+            fail("a list of positive numbers")
+        return tuple(float(v) for v in value)
+    return value
+
+
+def _section(config: Mapping[str, Any], section: str, where: str) -> dict[str, Any]:
+    table = config.get(section, {})
+    if not isinstance(table, Mapping):
+        raise TaskError(where, section, "a table", table)
+    schema = _SCHEMA[section]
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise TaskError(
+            where, f"{section}.{unknown[0]}", f"one of {', '.join(schema)}", "an unknown field"
+        )
+    out = {}
+    for field, (kind, required) in schema.items():
+        if field not in table:
+            if required:
+                raise TaskError(where, f"{section}.{field}", f"a {kind} (required)", _Nothing())
+            continue
+        out[field] = _check(where, f"{section}.{field}", kind, table[field])
+    return out
+
+
+class _Nothing:
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+def build_spec(
+    config: Mapping[str, Any],
+    *,
+    name: str,
+    cell: str,
+    preset: str,
+    variant: tuple[tuple[str, str], ...],
+    where: str,
+) -> TaskSpec:
+    """Validate a resolved configuration and turn it into a `TaskSpec`."""
+    model = ModelSpec(**_section(config, "model", where))
+    dynamics = DynamicsSpec(**_section(config, "dynamics", where))
+    data = DataSpec(**_section(config, "data", where))
+    train = TrainSpec(**_section(config, "train", where))
+    depth = model.depth
+    if depth < 1:
+        raise TaskError(
+            where, "model.sizes", "at least two layers (output + ≥ 1 hidden)", list(model.sizes)
+        )
+    if any(n > depth for n in model.input_layers):
+        raise TaskError(
+            where, "model.input_to", f"layer indices between 0 and {depth}", list(model.input_to)
+        )
+    if model.setting == "P" and model.epsilon != 1.0:
+        raise TaskError(
+            where, "model.epsilon", "1.0 in the P setting (step 1, PAPER.md §3)", model.epsilon
+        )
+    if dynamics.K > dynamics.T:
+        raise TaskError(
+            where, "dynamics.K", f"an integer ≤ dynamics.T (= {dynamics.T})", dynamics.K
+        )
+    if data.source in ("mnist", "fashion-mnist") and (model.inputs, model.outputs) != (784, 10):
+        raise TaskError(
+            where,
+            "model",
+            f"inputs = 784 and sizes[0] = 10 for {data.source}",
+            {"inputs": model.inputs, "sizes[0]": model.outputs},
+        )
+    if train.lrs and len(train.lrs) != len(model.sizes):
+        raise TaskError(
+            where,
+            "train.lrs",
+            f"{len(model.sizes)} learning rates (one per layer, output first)",
+            list(train.lrs),
+        )
+    measure = config.get("measure", ["gdu"])
+    if not isinstance(measure, list) or not measure or any(m not in MEASUREMENTS for m in measure):
+        raise TaskError(where, "measure", f"a list of {', '.join(MEASUREMENTS)}", measure)
+    dtype = config.get("dtype", "float64")
+    if dtype not in DTYPES:
+        raise TaskError(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)
+    description = config.get("description", "")
+    if not isinstance(description, str):
+        raise TaskError(where, "description", "a string", description)
+    plain = {k: v for k, v in config.items() if k not in ("presets", "variants")}
+    return TaskSpec(
+        name=name,
+        cell=cell,
+        description=description,
+        preset=preset,
+        variant=variant,
+        measure=tuple(measure),
+        model=model,
+        dynamics=dynamics,
+        data=data,
+        train=train,
+        dtype=dtype,
+        source=where,
+        config=plain,
+    )

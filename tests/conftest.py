@@ -1,0 +1,28 @@
+"""Shared fixtures: the installed backends, and real MNIST when it can be found."""
+
+from __future__ import annotations
+
+import pytest
+
+from epbench import data
+from epbench.errors import DataError
+from epbench.registry import Registry
+
+
+def installed_backends() -> list[str]:
+    return list(Registry().get_backends())
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_name" in metafunc.fixturenames:
+        names = installed_backends()
+        metafunc.parametrize("backend_name", names or [pytest.param("none", marks=pytest.mark.skip(
+            reason="no backend installed"))])
+
+
+@pytest.fixture(scope="session")
+def mnist_available() -> None:
+    try:
+        data.find_file("mnist", "train-labels-idx1-ubyte", download=False)
+    except DataError as err:
+        pytest.skip(f"MNIST not found (set EPBENCH_DATA to a folder holding mnist/): {err}")
