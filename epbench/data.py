@@ -311,12 +311,17 @@ def _verify(path: Path, expected: str, *, dataset: str) -> None:
     ]
     raise DataError(
         f"checksum mismatch for {path}: expected SHA-256 {expected[:16]}…, found {found[:16]}…"
-        + (
-            other[0]
-            if other
-            else "; the file is corrupted or not the original: replace or delete it"
-        )
+        + (other[0] if other else f"; {_diagnose(path)}: replace or delete it")
     )
+
+
+def _diagnose(path: Path) -> str:
+    """Why a file with a wrong checksum is wrong, when its IDX structure tells (magic, length)."""
+    try:
+        read_idx(path)
+    except DataError as err:
+        return str(err).replace(f" in {path}", "").replace(f" {path}", "")
+    return "the file is a well-formed IDX file but not the original one"
 
 
 def _mirrors(dataset: str) -> tuple[str, ...]:

@@ -1,0 +1,222 @@
+"""End-to-end tests of the `epbench` command line, run as a user would (a subprocess)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from epbench.metrics import gdu_metrics
+from epbench.registry import Registry
+from epbench.runner import load_traces
+
+TASK = """
+description = "tiny"
+[model]
+setting = "EB"
+inputs = 5
+sizes = [10, 8]
+activation = "tanh"
+epsilon = 0.2
+[dynamics]
+T = 200
+K = 10
+beta = 0.01
+[data]
+source = "toy"
+"""
+
+
+def epbench(
+    *args: str, env: dict | None = None, plugins: str = "torch"
+) -> subprocess.CompletedProcess:
+    full = {**os.environ, "EPBENCH_LOAD_PLUGINS": plugins, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "epbench", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=300,
+    )
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("epbench: error: "), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture
+def torch_installed() -> None:
+    if "torch" not in Registry().get_backends():
+        pytest.skip("the torch backend is not installed")
+
+
+def test_backends_and_tasks_list(torch_installed: None) -> None:
+    out = epbench("backends")
+    assert out.returncode == 0 and "torch" in out.stdout
+    out = epbench("tasks")
+    assert out.returncode == 0 and "mnist-fc[model=P-1h]" in out.stdout and "quick" in out.stdout
+
+
+def test_run_toy_prints_per_layer_table_and_saved_traces_reproduce_metrics(
+    torch_installed: None, tmp_path: Path
+) -> None:
+    proc = epbench(
+        "run",
+        "toy",
+        "--backend",
+        "torch",
+        "--preset",
+        "quick",
+        "--out",
+        str(tmp_path),
+        "--save-traces",
+    )
+    assert proc.returncode == 0, proc.stderr
+    for header in ("RMSE (mean ± std)", "cosine (total)", "sign", "W0_1", "W1_x", "s1"):
+        assert header in proc.stdout
+    (path,) = tmp_path.rglob("*.jsonl")
+    (record,) = [json.loads(line) for line in path.read_text().splitlines()]
+    assert record["status"] == "ok" and record["schema"] == 1
+    assert record["environment"]["backend_versions"]["torch"].startswith("2.")
+    assert record["environment"]["commit"]
+    for name in ("W0_1", "W0_x", "W1_x", "b0", "b1", "s0", "s1"):
+        assert {"rmse", "cosine", "sign"} <= set(record["metrics"]["gdu"][name])
+    saved = load_traces(path.parent / record["traces"])
+    assert saved["data"]["x"].shape == (1, 5) and set(saved["params"]) == {
+        "W0_1",
+        "W0_x",
+        "W1_x",
+        "b0",
+        "b1",
+    }
+    assert saved["ep"]["W0_1"].shape == (40, 10, 50)
+    again = gdu_metrics(saved["bptt"], saved["ep"])
+    for name, metrics in record["metrics"]["gdu"].items():
+        for key in ("rmse", "rmse_std", "cosine", "sign", "rel_error"):
+            assert np.isclose(again[name][key], metrics[key], rtol=1e-12, atol=0), (name, key)
+    table = epbench("table", str(tmp_path), "--detail")
+    assert table.returncode == 0 and "toy" in table.stdout and "W0_1" in table.stdout
+
+
+def test_set_override_and_task_file_path(torch_installed: None, tmp_path: Path) -> None:
+    task = tmp_path / "tiny.toml"
+    task.write_text(TASK)
+    proc = epbench(
+        "run", str(task), "--set", "dynamics.K=5", "--out", str(tmp_path / "r"), "--quiet"
+    )
+    assert proc.returncode == 0, proc.stderr
+    (path,) = (tmp_path / "r").rglob("*.jsonl")
+    record = json.loads(path.read_text())
+    assert record["config"]["dynamics"]["K"] == 5 and record["cell"] == "tiny"
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["run", "nosuchtask"], ["unknown task 'nosuchtask'", "mnist-fc", "toy"]),
+        (["run", "toy", "--backend", "nosuch"], ["unknown backend 'nosuch'", "torch"]),
+        (["run", "toy", "--preset", "fast"], ["unknown preset", "paper, quick"]),
+        (["run", "mnist-fc[model=P-9h]"], ["P-9h", "P-1h"]),
+        (["run", "toy", "--set", "dynamics.K=9000"], ["dynamics.K", "≤ dynamics.T"]),
+        (["table", "no/such/results"], ["no/such/results"]),
+    ],
+)
+def test_bad_names_give_one_line_errors(torch_installed: None, args, fragments) -> None:
+    one_line_error(epbench(*args), *fragments)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (("K = 10", "K = 300"), "dynamics.K: expected an integer ≤ dynamics.T (= 200), found 300"),
+        (("T = 200", "T = 0"), "dynamics.T: expected a positive integer, found 0"),
+        (("beta = 0.01", "beta = 0.0"), "dynamics.beta: expected a non-zero number, found 0.0"),
+        (('activation = "tanh"', 'activation = "relu"'), "model.activation: expected one of"),
+        (
+            ("inputs = 5\n", ""),
+            "model.inputs: expected a positive integer (required), found nothing",
+        ),
+        (
+            ("sizes = [10, 8]", 'sizes = "10,8"'),
+            "model.sizes: expected a list of positive integers",
+        ),
+    ],
+)
+def test_invalid_task_files_exit_2(torch_installed: None, tmp_path: Path, edit, fragment) -> None:
+    task = tmp_path / "bad.toml"
+    task.write_text(TASK.replace(*edit))
+    one_line_error(epbench("run", str(task), "--out", str(tmp_path)), fragment, str(task))
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _mnist_cell_args(data_dir: Path, out: Path) -> list[str]:
+    return [
+        "run",
+        "mnist-fc[model=P-1h]",
+        "--preset",
+        "quick",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+    ]
+
+
+def test_bad_data_files_exit_2_and_keep_earlier_records(
+    torch_installed: None, tmp_path: Path, mnist_available: None
+) -> None:
+    from epbench.data import find_file
+
+    out = tmp_path / "results"
+    first = epbench("run", "toy", "--preset", "quick", "--out", str(out), "--quiet")
+    assert first.returncode == 0
+    (records,) = out.rglob("*.jsonl")
+    before = records.read_bytes()
+    offline = {
+        "EPBENCH_DATA": "",
+        "EPBENCH_CACHE": str(tmp_path / "cache"),
+        "EPBENCH_MIRRORS": f"http://127.0.0.1:{_closed_port()}/",
+    }
+
+    images = find_file("mnist", "train-images-idx3-ubyte", download=False)
+    labels = find_file("mnist", "train-labels-idx1-ubyte", download=False)
+    raw_images = (
+        gzip.decompress(images.read_bytes()) if images.suffix == ".gz" else images.read_bytes()
+    )
+    raw_labels = (
+        gzip.decompress(labels.read_bytes()) if labels.suffix == ".gz" else labels.read_bytes()
+    )
+    cases = {
+        "magic": (raw_images[:3] + b"\x09" + raw_images[4:], "expected magic 2051"),
+        "truncated": (raw_images[: len(raw_images) // 2], "bytes of pixels after the header"),
+        "checksum": (raw_images[:-1] + bytes([raw_images[-1] ^ 1]), "not the original"),
+    }
+    for label, (content, diagnosis) in cases.items():
+        folder = tmp_path / label / "mnist"
+        folder.mkdir(parents=True)
+        (folder / "train-images-idx3-ubyte").write_bytes(content)
+        (folder / "train-labels-idx1-ubyte").write_bytes(raw_labels)
+        proc = epbench(*_mnist_cell_args(tmp_path / label, out), env=offline)
+        one_line_error(proc, "train-images-idx3-ubyte", "checksum mismatch", diagnosis)
+    (tmp_path / "empty").mkdir()
+    missing = epbench(*_mnist_cell_args(tmp_path / "empty", out), env=offline)
+    one_line_error(missing, "--data-dir", "EPBENCH_DATA")
+    assert records.read_bytes() == before
+    assert list(out.rglob("*.jsonl")) == [records]
