@@ -3,6 +3,7 @@
     epbench backends                     installed backends, their versions
     epbench tasks                        task files, their cells and presets
     epbench run TASK… [options]          run cells, print tables, append JSONL records
+    epbench parity TASK… --backend a,b   the same cells on several backends, differences
     epbench table RESULTS…               tables from records (files or folders)
 
 Bad input (unknown names, invalid task files, malformed data) prints one line and exits with 2.
@@ -18,13 +19,38 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .errors import EpbenchError
+from .parity import run_parity
 from .registry import Registry
 from .results import RecordWriter, read_records
 from .runner import RunOptions, run_matrix
 from .spec import DTYPES
-from .tables import format_record, summary_table
+from .tables import format_record, parity_table, summary_table
 from .tasks import DEFAULT_PRESET, parse_selector, preset_names, read_task_file, resolve
 from .tasks import variant_names as _variants
+
+
+def _cell_arguments(parser: argparse.ArgumentParser, *, backend_help: str) -> None:
+    """Arguments shared by the commands that resolve task cells and run them on backends."""
+    parser.add_argument(
+        "tasks",
+        nargs="+",
+        metavar="TASK",
+        help="task name, NAME[axis=value], or a path to a task file (.toml)",
+    )
+    parser.add_argument("--backend", default="", help=backend_help)
+    parser.add_argument("--preset", default=DEFAULT_PRESET, help="preset of the task files")
+    parser.add_argument("--dtype", choices=DTYPES, help="override the task's dtype")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a task field, e.g. dynamics.T=100 (repeatable)",
+    )
+    parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,26 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("backends", help="list installed backends")
     sub.add_parser("tasks", help="list tasks, their cells and presets")
     run = sub.add_parser("run", help="run task cells on backends and record the results")
-    run.add_argument(
-        "tasks",
-        nargs="+",
-        metavar="TASK",
-        help="task name, NAME[axis=value], or a path to a task file (.toml)",
-    )
-    run.add_argument("--backend", default="", help="NAME[,NAME…] (default: every installed one)")
-    run.add_argument("--preset", default=DEFAULT_PRESET, help="preset of the task files")
-    run.add_argument("--dtype", choices=DTYPES, help="override the task's dtype")
-    run.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a task field, e.g. dynamics.T=100 (repeatable)",
-    )
-    run.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    run.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
+    _cell_arguments(run, backend_help="NAME[,NAME…] (default: every installed one)")
     run.add_argument(
         "--save-traces",
         action="store_true",
@@ -65,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
         help="steady-state timing repetitions after the first run (default 1)",
     )
     run.add_argument("--quiet", action="store_true", help="print only the summary table")
+    parity = sub.add_parser(
+        "parity", help="compare backends on the same cells, parameters and batch"
+    )
+    _cell_arguments(parity, backend_help="REFERENCE,OTHER[,…] (default: every installed one)")
+    parity.add_argument(
+        "--tolerance",
+        type=float,
+        help="exit 1 above this relative difference (default 1e-10 float64, 1e-4 float32)",
+    )
     table = sub.add_parser("table", help="print tables from result files or folders")
     table.add_argument("results", nargs="+", type=Path)
     table.add_argument("--detail", action="store_true", help="per-layer table of each record")
@@ -126,9 +142,8 @@ def select_cells(registry: Registry, args: argparse.Namespace) -> list:
     return cells
 
 
-def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
-    cells = select_cells(registry, args)
-    names = [n.strip() for n in args.backend.split(",") if n.strip()]
+def select_backends(registry: Registry, text: str) -> list:
+    names = [n.strip() for n in text.split(",") if n.strip()]
     backends = (
         [registry.get_backend(n) for n in names]
         if names
@@ -139,6 +154,12 @@ def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
             "no backend installed: expected at least one (pip install an epbench "
             "backend such as backends/epbench-torch), found none"
         )
+    return backends
+
+
+def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
+    cells = select_cells(registry, args)
+    backends = select_backends(registry, args.backend)
     if args.repeat < 0:
         raise EpbenchError(f"--repeat: expected an integer ≥ 0, found {args.repeat}")
     options = RunOptions(
@@ -167,6 +188,30 @@ def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
     return 1 if any(r["status"] in ("failed", "diverged") for r in records) else 0
 
 
+def cmd_parity(registry: Registry, args: argparse.Namespace) -> int:
+    cells = select_cells(registry, args)
+    backends = select_backends(registry, args.backend)
+    if len(backends) < 2:
+        raise EpbenchError(
+            f"--backend: expected two or more backends to compare, found "
+            f"{[b.name for b in backends]}"
+        )
+    writer = RecordWriter(args.out)
+    records = run_parity(
+        cells,
+        backends,
+        dtype=args.dtype,
+        device=args.device,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        writer=writer,
+        tolerance=args.tolerance,
+    )
+    print(parity_table(records))
+    print(f"\nrecords appended to {writer.path}")
+    return 0 if all(r["status"] == "ok" for r in records) else 1
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     records = read_records(args.results)
     if args.detail:
@@ -186,6 +231,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_backends(registry)
         if args.command == "tasks":
             return cmd_tasks(registry)
+        if args.command == "parity":
+            return cmd_parity(registry, args)
         return cmd_run(registry, args)
     except EpbenchError as err:
         print(f"epbench: error: {err}", file=sys.stderr)

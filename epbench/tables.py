@@ -96,3 +96,18 @@ def format_record(record: dict[str, Any]) -> str:
         f"{_num(timings.get('first_seconds'), '.3f')} s"
     )
     return f"{head}\n{layer_table(record)}\n{tail}"
+
+
+def parity_table(records: Iterable[dict[str, Any]]) -> str:
+    """One row per compared pair: the largest relative difference per compared quantity."""
+    groups = ["free states", "EP traces", "BPTT traces", "EP step", "BPTT step"]
+    rows = []
+    for r in records:
+        per_group = (r.get("metrics") or {}).get("parity", {}).get("per_group", {})
+        rows.append(
+            [r["cell"], r["dtype"], f"{r['reference']} ↔ {r['backend']}"]
+            + [_num(per_group.get(g), ".1e") for g in groups]
+            + [r["status"], (r.get("reason") or "")[:50]]
+        )
+    headers = ["cell", "dtype", "backends", *groups, "status", "reason"]
+    return tabulate(rows, headers=headers, tablefmt="github")
