@@ -1,0 +1,57 @@
+"""The torch `Backend` (epbench.protocols.Backend): versions, device description, support, build."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from epbench.errors import BackendError
+from epbench.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
+
+from .network import TorchNetwork
+
+DEVICES = ("cpu", "cuda")
+
+
+class TorchBackend:
+    """Builds `TorchNetwork`s for fully connected models in the EB and P settings (PAPER.md §3)."""
+
+    name = "torch"
+
+    def versions(self) -> dict[str, str]:
+        """Framework versions for records: torch, and the CUDA toolkit torch was built with."""
+        return {"torch": torch.__version__, "cuda": torch.version.cuda or "none"}
+
+    def device_info(self, device: str) -> str:
+        """A human description of `device` ("cpu" or "cuda") for records."""
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                return "cuda (not available)"
+            return torch.cuda.get_device_name(torch.cuda.current_device())
+        cpu = platform.processor() or platform.machine() or "cpu"
+        capability = torch.backends.cpu.get_cpu_capability()
+        return f"{cpu}, {torch.get_num_threads()} torch threads, {capability}"
+
+    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+        """None when `build` can run (model, dtype, device); otherwise why not (a skip reason)."""
+        if model.setting not in SETTINGS:
+            return (
+                f"torch backend: unknown setting {model.setting!r} (known: {', '.join(SETTINGS)})"
+            )
+        if model.activation not in ACTIVATIONS:
+            return f"torch backend: unknown activation {model.activation!r}"
+        if dtype not in DTYPES:
+            return f"torch backend: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})"
+        if device not in DEVICES:
+            return f"torch backend: unknown device {device!r} (known: {', '.join(DEVICES)})"
+        if device == "cuda" and not torch.cuda.is_available():
+            return "torch backend: CUDA is not available to this torch build or machine"
+        return None
+
+    def build(self, model: ModelSpec, *, dtype: str, device: str) -> TorchNetwork:
+        """A `TorchNetwork` for `model` in `dtype` on `device`; BackendError when unsupported."""
+        reason = self.unsupported(model, dtype=dtype, device=device)
+        if reason is not None:
+            raise BackendError(reason)
+        return TorchNetwork(model, dtype=dtype, device=device)
