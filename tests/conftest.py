@@ -16,8 +16,10 @@ def installed_backends() -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend_name" in metafunc.fixturenames:
         names = installed_backends()
-        metafunc.parametrize("backend_name", names or [pytest.param("none", marks=pytest.mark.skip(
-            reason="no backend installed"))])
+        metafunc.parametrize(
+            "backend_name",
+            names or [pytest.param("none", marks=pytest.mark.skip(reason="no backend installed"))],
+        )
 
 
 @pytest.fixture(scope="session")

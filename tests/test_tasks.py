@@ -55,17 +55,26 @@ def test_builtin_tasks_are_registered_and_resolve() -> None:
     p1 = resolve(paths["mnist-fc"], selection={"model": "P-1h"})[0]
     assert (p1.model.setting, p1.dynamics.T, p1.dynamics.K, p1.data.batch) == ("P", 150, 10, 20)
     eb3 = resolve(paths["mnist-fc"], selection={"model": "EB-3h"})[0]
-    assert (eb3.model.sizes, eb3.dynamics.T, eb3.dynamics.beta) == ((10, 512, 512, 512), 30000, 0.02)
+    assert (eb3.model.sizes, eb3.dynamics.T, eb3.dynamics.beta) == (
+        (10, 512, 512, 512),
+        30000,
+        0.02,
+    )
 
 
 def test_presets_variants_and_overrides_merge_in_order(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
     narrow, wide = resolve(path, preset="quick")
     assert (narrow.cell, narrow.dynamics.T, narrow.dynamics.K, narrow.model.sizes) == (
-        "t[width=narrow]", 20, 10, (10, 4))
+        "t[width=narrow]",
+        20,
+        10,
+        (10, 4),
+    )
     assert (wide.dynamics.T, wide.dynamics.K, wide.model.sizes) == (20, 5, (10, 64))
-    (cell,) = resolve(path, selection={"width": "wide"}, overrides=["dynamics.K=3",
-                                                                   "model.clamp=true"])
+    (cell,) = resolve(
+        path, selection={"width": "wide"}, overrides=["dynamics.K=3", "model.clamp=true"]
+    )
     assert (cell.dynamics.K, cell.model.clamp) == (3, True)
     assert config_hash(cell.config) != config_hash(wide.config)
 
@@ -83,8 +92,10 @@ def test_selector_parsing() -> None:
         (("K = 10", "K = 1000"), "dynamics.K: expected an integer ≤ dynamics.T (= 100)"),
         (("T = 100", "T = 0"), "dynamics.T: expected a positive integer, found 0"),
         (("beta = 0.01", "beta = 0"), "dynamics.beta: expected a non-zero number, found 0"),
-        (('activation = "tanh"', 'activation = "relu"'),
-         "model.activation: expected one of tanh, sigm, hardsigm, found 'relu'"),
+        (
+            ('activation = "tanh"', 'activation = "relu"'),
+            "model.activation: expected one of tanh, sigm, hardsigm, found 'relu'",
+        ),
         (("inputs = 5", "inputs = 5\nbogus = 1"), "model.bogus: expected one of"),
         (("[data]", "[data]\nbatch = 1.5"), "data.batch: expected a positive integer"),
         (('source = "toy"', 'source = "mnist"'), "model: expected inputs = 784"),
@@ -106,5 +117,5 @@ def test_unknown_names_list_what_exists(tmp_path: Path) -> None:
         resolve(path, selection={"width": "huge"})
     with pytest.raises(UnknownNameError, match="known: paper, quick"):
         resolve(path, preset="fast")
-    with pytest.raises(UnknownNameError, match="known: .*toy"):
+    with pytest.raises(UnknownNameError, match=r"known: .*toy"):
         Registry().get_task_path("nope")
