@@ -1,0 +1,77 @@
+"""The JAX backend (implements `epbench.protocols.Backend`). jax is imported on first use only, so
+loading the plugin (every `epbench` command does) stays cheap."""
+
+from __future__ import annotations
+
+import platform
+from importlib.metadata import PackageNotFoundError, version
+
+from epbench.errors import BackendError
+from epbench.spec import ACTIVATIONS, DTYPES, ModelSpec
+
+PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}  # epbench device → jax platform
+
+
+def _jax_device(device: str):
+    """The first jax device of `device`'s platform, or None when jax has none."""
+    import jax
+
+    try:
+        return jax.devices(PLATFORMS[device])[0]
+    except (KeyError, RuntimeError):
+        return None
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+class JaxBackend:
+    """Builds `epbench_jax.network.JaxNetwork`s: whole phases under `jax.jit`, CPU or GPU."""
+
+    name = "jax"
+
+    def versions(self) -> dict[str, str]:
+        out = {}
+        for dist in ("jax", "jaxlib", "epbench-jax"):
+            try:
+                out[dist] = version(dist)
+            except PackageNotFoundError:
+                out[dist] = "unknown"
+        return out
+
+    def device_info(self, device: str) -> str:
+        found = _jax_device(device)
+        if found is None:
+            return f"{device} (not available to jax)"
+        if found.platform == "cpu":
+            return f"{_cpu_name()} (jax cpu)"
+        return f"{found.device_kind} (jax {found.platform})"
+
+    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+        if device not in PLATFORMS:
+            return f"jax backend: unknown device {device!r}; known: {', '.join(PLATFORMS)}"
+        if dtype not in DTYPES:
+            return f"jax backend: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}"
+        if model.setting not in ("EB", "P"):
+            return f"jax backend: unknown setting {model.setting!r}; known: EB, P"
+        if model.activation not in ACTIVATIONS:
+            return f"jax backend: unknown activation {model.activation!r}"
+        if _jax_device(device) is None:
+            return f"jax backend: no jax {PLATFORMS[device]} device (install jax[cuda12] for cuda)"
+        return None
+
+    def build(self, model: ModelSpec, *, dtype: str, device: str):
+        reason = self.unsupported(model, dtype=dtype, device=device)
+        if reason is not None:
+            raise BackendError(reason)
+        from .network import JaxNetwork
+
+        return JaxNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))

@@ -1,0 +1,492 @@
+"""The convergent RNN with static input in JAX (PAPER.md §1–§3): dynamics, traces, training steps.
+
+Parameters are a dict of arrays keyed by canonical names (`epbench.params`); states are a tuple
+`(s⁰, …, sᴺ)` of `(B, sizes[n])` arrays, output layer first. Every phase is one `jax.jit` around a
+`lax.fori_loop` / `lax.scan`; the static input projection is computed once per phase. Float64 is
+switched on with the scoped `jax.enable_x64` context around each call only (it never leaks), and
+matmuls run at full precision (no TF32 on GPU) so that backends agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jaxtyping import Array, Float, Int
+
+from epbench.errors import BackendError
+from epbench.params import param_shapes
+from epbench.spec import ModelSpec
+
+Params = dict[str, Float[Array, "..."]]  # canonical name → parameter (or its per-step trace)
+States = tuple[Float[Array, "B _"], ...]  # (s⁰, …, sᴺ), layer n of width sizes[n]
+Proj = tuple[Float[Array, "B _"], ...]  # static part cₙ of each layer's drive
+X = Float[Array, "B inputs"]
+Y = Float[Array, "B outputs"]
+Scalar = Float[Array, ""]
+
+
+# ---------------------------------------------------------------- activations (PAPER.md §3)
+
+
+@jax.custom_jvp
+def clip01(v: Float[Array, ...]) -> Float[Array, ...]:
+    """clip(v, 0, 1) whose derivative is 1 on the closed interval [0, 1] and 0 outside.
+
+    Written out so autodiff agrees with the stated derivative (jnp.clip would give ½ at the ends,
+    where clamped states sit)."""
+    return jnp.clip(v, 0.0, 1.0)
+
+
+@clip01.defjvp
+def _clip01_jvp(primals, tangents):
+    (v,), (dv,) = primals, tangents
+    return clip01(v), dv * inside01(v)
+
+
+def inside01(v: Float[Array, ...]) -> Float[Array, ...]:
+    """Indicator of [0, 1]: the hard sigmoid's derivative."""
+    return ((v >= 0) & (v <= 1)).astype(v.dtype)
+
+
+def sigm(v: Float[Array, ...]) -> Float[Array, ...]:
+    """Shifted sigmoid σ(v) = 1 / (1 + e^{−4(v−½)})."""
+    return jax.nn.sigmoid(4.0 * (v - 0.5))
+
+
+def activation(name: str) -> tuple[Callable, Callable]:
+    """(ρ, ρ') for "tanh", "sigm" (σ' = 4σ(1−σ)) or "hardsigm" (clip to [0, 1], ρ' = 1 on it)."""
+    if name == "tanh":
+        return jnp.tanh, lambda v: 1.0 - jnp.tanh(v) ** 2
+    if name == "sigm":
+        return sigm, lambda v: 4.0 * sigm(v) * (1.0 - sigm(v))
+    if name == "hardsigm":
+        return clip01, inside01
+    raise BackendError(f"jax backend: unknown activation {name!r}; known: tanh, sigm, hardsigm")
+
+
+# ---------------------------------------------------------------- dynamics
+
+
+def project(model: ModelSpec, params: Params, x: X) -> Proj:
+    """Static part of each layer's input: c_n = [n ∈ input] u W{n}_xᵀ + b_n, shape (B, sizes[n]),
+    with u = ρ(x) in the EB setting and u = x (raw) in the P setting. Computed once per phase."""
+    rho, _ = activation(model.activation)
+    u = rho(x) if model.setting == "EB" else x
+    proj = []
+    for n, width in enumerate(model.sizes):
+        c = jnp.broadcast_to(params[f"b{n}"], (x.shape[0], width))
+        if n in model.input_layers:
+            c = c + u @ params[f"W{n}_x"].T
+        proj.append(c)
+    return tuple(proj)
+
+
+def neighbours(model: ModelSpec, s: States) -> States:
+    """What a layer passes to its neighbours: ρ(s) in the EB setting, s itself in the P setting."""
+    rho, _ = activation(model.activation)
+    return tuple(rho(v) for v in s) if model.setting == "EB" else tuple(s)
+
+
+def drive(model: ModelSpec, params: Params, proj: Proj, r: States) -> States:
+    """hⁿ = [n<N] rⁿ⁺¹ W{n}_{n+1}ᵀ + [n>0] rⁿ⁻¹ W{n−1}_{n} + cₙ: θ enters a step only here."""
+    h = []
+    for n in range(len(r)):
+        v = proj[n]
+        if n < model.depth:
+            v = v + r[n + 1] @ params[f"W{n}_{n + 1}"].T
+        if n > 0:
+            v = v + r[n - 1] @ params[f"W{n - 1}_{n}"]
+        h.append(v)
+    return tuple(h)
+
+
+def update(
+    model: ModelSpec,
+    s: States,
+    h: States,
+    y: Y | None = None,
+    beta: Scalar | float = 0.0,
+) -> States:
+    """The new states from the drives (PAPER.md §3), nudged when `y` is given.
+
+    EB (F = ∂Φ_ε/∂s exactly, ρ'(s⁰) kept on the output): sⁿ ← sⁿ + ε(−sⁿ + ρ'(sⁿ) ⊙ hⁿ), the
+    nudge adds εβ(y − s⁰). P (step 1): sⁿ ← σ(hⁿ), the nudge adds β(y − s⁰) after σ.
+    Then the optional clamp to [0, 1] (`model.clamp`).
+    """
+    rho, drho = activation(model.activation)
+    eb = model.setting == "EB"
+    out = []
+    for n, (v, g) in enumerate(zip(s, h, strict=True)):
+        new = v + model.epsilon * (-v + drho(v) * g) if eb else rho(g)
+        if n == 0 and y is not None:
+            new = new + (model.epsilon if eb else 1.0) * beta * (y - v)
+        out.append(clip01(new) if model.clamp else new)
+    return tuple(out)
+
+
+def step(
+    model: ModelSpec,
+    params: Params,
+    proj: Proj,
+    s: States,
+    y: Y | None = None,
+    beta: Scalar | float = 0.0,
+) -> States:
+    """One synchronous transition s_{t+1} = F(x, s_t, θ), all layers from s_t (PAPER.md §1, §3)."""
+    return update(model, s, drive(model, params, proj, neighbours(model, s)), y, beta)
+
+
+def run(
+    model: ModelSpec,
+    params: Params,
+    proj: Proj,
+    s: States,
+    steps: Int[Array, ""] | int,
+    y: Y | None = None,
+    beta: Scalar | float = 0.0,
+) -> States:
+    """`steps` transitions in one `lax.fori_loop` (no per-step trip through Python)."""
+    return lax.fori_loop(0, steps, lambda _, v: step(model, params, proj, v, y, beta), s)
+
+
+def dphi(model: ModelSpec, s: States, x: X) -> Params:
+    """∂Φ/∂θ at s, batch-averaged, without the ε of Φ_ε (it cancels against β_eff = εβ):
+    W{n}_{n+1}: ⟨aⁿ aⁿ⁺¹ᵀ⟩, W{n}_x: ⟨aⁿ uᵀ⟩, b_n: ⟨aⁿ⟩, with a = ρ(s), u = ρ(x) in the EB setting
+    and a = s, u = x in the P setting (PAPER.md §3)."""
+    rho, _ = activation(model.activation)
+    a = [rho(v) for v in s] if model.setting == "EB" else list(s)
+    u = rho(x) if model.setting == "EB" else x
+    batch = x.shape[0]
+    out = {}
+    for n in range(len(s)):
+        if n < model.depth:
+            out[f"W{n}_{n + 1}"] = a[n].T @ a[n + 1] / batch
+        if n in model.input_layers:
+            out[f"W{n}_x"] = a[n].T @ u / batch
+        out[f"b{n}"] = jnp.mean(a[n], axis=0)
+    return out
+
+
+def loss_errors(s: States, y: Y) -> tuple[Scalar, Int[Array, ""]]:
+    """Batch-mean loss ½‖s⁰ − y‖² and the number of misclassified examples (PAPER.md §1)."""
+    loss = 0.5 * jnp.sum((s[0] - y) ** 2) / y.shape[0]
+    errors = jnp.sum(jnp.argmax(s[0], axis=1) != jnp.argmax(y, axis=1))
+    return loss, errors
+
+
+# ---------------------------------------------------------------- compiled phases
+
+
+def free_phase(
+    model: ModelSpec, params: Params, x: X, s: States, steps: Int[Array, ""]
+) -> tuple[States, Scalar]:
+    """`steps` ≥ 1 free steps (traced count: one compilation for every T) and the residual
+    ‖s_T − s_{T−1}‖ over all layers and examples."""
+    proj = project(model, params, x)
+    before = run(model, params, proj, s, steps - 1)
+    after = step(model, params, proj, before)
+    residual = jnp.sqrt(sum(jnp.sum((a - b) ** 2) for a, b in zip(after, before, strict=True)))
+    return after, residual
+
+
+def nudged_states(
+    model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
+) -> tuple[Float[Array, "K+1 B _"], ...]:
+    """The nudged trajectory s^β_0 … s^β_K (PAPER.md §1), per layer stacked on a K+1 axis."""
+    proj = project(model, params, x)
+
+    def body(s, _):
+        s = step(model, params, proj, s, y, beta)
+        return s, s
+
+    _, traj = lax.scan(body, start, None, length=steps)
+    return tuple(jnp.concatenate([v[None], t]) for v, t in zip(start, traj, strict=True))
+
+
+def ep_traces_one(
+    model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
+) -> Params:
+    """EP traces for one signed β (PAPER.md §2, epbench.protocols):
+    ΔEP_s(t) = ⟨s_{t+1} − s_t⟩ / β_eff and ΔEP_θ(t) = (∂Φ/∂θ(s_{t+1}) − ∂Φ/∂θ(s_t)) / β_eff.
+
+    Products are differenced as (a'−a)ᵀc' + aᵀ(c'−c), which loses less to rounding in float32.
+    """
+    traj = nudged_states(model, params, x, y, start, beta, steps)
+    eb = model.setting == "EB"
+    rho, _ = activation(model.activation)
+    a = [rho(v) for v in traj] if eb else list(traj)
+    u = rho(x) if eb else x
+    # ∂Φ_ε/∂θ carries ε and β_eff = εβ, so ε cancels: divide by β. The scale goes on the small
+    # (K, B, n) factor, not on the (K, n, m) product (one pass less over the largest arrays).
+    da = [(v[1:] - v[:-1]) / (x.shape[0] * beta) for v in a]
+    beta_eff = model.epsilon * beta if eb else beta
+    out = {}
+    for n in range(len(traj)):
+        if n < model.depth:
+            out[f"W{n}_{n + 1}"] = jnp.einsum("kbi,kbj->kij", da[n], a[n + 1][1:]) + jnp.einsum(
+                "kbi,kbj->kij", a[n][:-1], da[n + 1]
+            )
+        if n in model.input_layers:
+            out[f"W{n}_x"] = jnp.einsum("kbi,bj->kij", da[n], u)
+        out[f"b{n}"] = jnp.sum(da[n], axis=1)
+        out[f"s{n}"] = jnp.mean(traj[n][1:] - traj[n][:-1], axis=1) / beta_eff
+    return out
+
+
+def ep_traces(
+    model: ModelSpec,
+    params: Params,
+    x: X,
+    y: Y,
+    start: States,
+    beta: Scalar,
+    steps: int,
+    symmetric: bool,
+) -> Params:
+    """EP traces; symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each Δ divided by its own signed β_eff."""
+    if not symmetric:
+        return ep_traces_one(model, params, x, y, start, beta, steps)
+    plus = ep_traces_one(model, params, x, y, start, jnp.abs(beta), steps)
+    minus = ep_traces_one(model, params, x, y, start, -jnp.abs(beta), steps)
+    return {k: (plus[k] + minus[k]) / 2 for k in plus}
+
+
+def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, steps: int) -> Params:
+    """BPTT traces from ONE reverse pass through the last K steps (PAPER.md §2).
+
+    θ enters step k only through its drives h_k = drive(θ, r_k) (linear in θ). Each step gets a
+    zero perturbation ζ_k of its drives and η_k of the state it produces, stacked on a leading K
+    axis: s_{k+1} = update(s_k, h_k + ζ_k) + η_k. One `jax.grad` of L(s_K) through the scan gives
+    every ∂L/∂ζ_k = ∂L/∂h_k and ∂L/∂η_k = ∂L/∂s_{k+1}. The per-step parameter shares
+    ∂L/∂θ_k = vjp of drive(·, r_k) at ∂L/∂h_k come from `jax.vjp`, vmapped over the K steps
+    (batched matmuls, outside the loop). The scan body is rematerialised in the backward pass
+    (`jax.checkpoint`: fewer stored residuals, faster on CPU). The scan runs `reverse=True` over
+    the perturbations, so step k of the phase uses slot K − 1 − k: slot t is trace index t
+    (t = 0 is the last transition).
+    """
+    proj = project(model, params, x)
+
+    @jax.checkpoint
+    def body(s, pert):
+        zeta, eta = pert
+        r = neighbours(model, s)
+        h = tuple(a + z for a, z in zip(drive(model, params, proj, r), zeta, strict=True))
+        s = update(model, s, h)
+        return tuple(a + e for a, e in zip(s, eta, strict=True)), r
+
+    def loss(zeta, eta):
+        s, rs = lax.scan(body, start, (zeta, eta), reverse=True)
+        return 0.5 * jnp.sum((s[0] - y) ** 2) / y.shape[0], rs
+
+    zeros = tuple(jnp.zeros((steps, *v.shape), v.dtype) for v in start)
+    (g_zeta, g_eta), rs = jax.grad(loss, argnums=(0, 1), has_aux=True)(zeros, zeros)
+
+    def share(r, g):  # ∂L/∂θ through one step's drives
+        _, vjp = jax.vjp(lambda p: drive(model, p, project(model, p, x), r), params)
+        return vjp(g)[0]
+
+    out = jax.vmap(share)(rs, g_zeta)
+    out.update({f"s{n}": jnp.sum(g, axis=1) for n, g in enumerate(g_eta)})
+    return out
+
+
+def ep_step(
+    model: ModelSpec,
+    params: Params,
+    x: X,
+    y: Y,
+    lrs: dict[str, Scalar],
+    beta: Scalar,
+    *,
+    free_steps: int,
+    steps: int,
+    symmetric: bool,
+) -> tuple[Params, Scalar, Int[Array, ""]]:
+    """EP training step (PAPER.md §2): θ ← θ + lr (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff; symmetric:
+    (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2|β|_eff). ε cancels as in `dphi`."""
+    proj = project(model, params, x)
+    zero = tuple(jnp.zeros((x.shape[0], w), x.dtype) for w in model.sizes)
+    s_star = run(model, params, proj, zero, free_steps)
+    loss, errors = loss_errors(s_star, y)
+    if symmetric:
+        b = jnp.abs(beta)
+        hi = dphi(model, run(model, params, proj, s_star, steps, y, b), x)
+        lo = dphi(model, run(model, params, proj, s_star, steps, y, -b), x)
+        scale = 2 * b
+    else:
+        hi = dphi(model, run(model, params, proj, s_star, steps, y, beta), x)
+        lo = dphi(model, s_star, x)
+        scale = beta
+    new = {k: v + lrs[k] * (hi[k] - lo[k]) / scale for k, v in params.items()}
+    return new, loss, errors
+
+
+def bptt_step(
+    model: ModelSpec,
+    params: Params,
+    x: X,
+    y: Y,
+    lrs: dict[str, Scalar],
+    *,
+    free_steps: int,
+    steps: int,
+) -> tuple[Params, Scalar, Int[Array, ""]]:
+    """BPTT training step: T − K free steps outside the graph, then θ ← θ − lr ∂L/∂θ through the
+    last K steps (truncated BPTT, PAPER.md §5)."""
+    zero = tuple(jnp.zeros((x.shape[0], w), x.dtype) for w in model.sizes)
+    s0 = run(model, params, project(model, params, x), zero, free_steps - steps)
+    s0 = lax.stop_gradient(s0)
+
+    def loss(p):
+        proj = project(model, p, x)
+        s = lax.scan(lambda v, _: (step(model, p, proj, v), None), s0, None, length=steps)[0]
+        return loss_errors(s, y)
+
+    (loss_value, errors), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    new = {k: v - lrs[k] * grads[k] for k, v in params.items()}
+    return new, loss_value, errors
+
+
+# ---------------------------------------------------------------- the Network
+
+
+class JaxNetwork:
+    """One model compiled for one dtype and device (implements `epbench.protocols.Network`).
+
+    Native parameters: a dict of jax arrays keyed by canonical names; native states: a tuple of
+    `(B, sizes[n])` jax arrays. Each method runs inside `scope()`. The jitted phases are built once
+    here and jax keeps one compilation per input shape: the free phase traces its step count (one
+    compilation for every T, reused by `predict`); traces and training steps take K (and T) as
+    static arguments.
+    """
+
+    def __init__(self, model: ModelSpec, *, dtype: str, device: str, jax_device) -> None:
+        self.model, self.dtype, self.device = model, dtype, device
+        self._device = jax_device
+        self._shapes = param_shapes(model)
+        self._names = [*self._shapes, *(f"s{n}" for n in range(len(model.sizes)))]
+        self._free = jax.jit(partial(free_phase, model))
+        self._ep = jax.jit(partial(ep_traces, model), static_argnames=("steps", "symmetric"))
+        self._bptt = jax.jit(partial(bptt_traces, model), static_argnames=("steps",))
+        training = ("free_steps", "steps", "symmetric")
+        self._ep_step = jax.jit(partial(ep_step, model), static_argnames=training)
+        self._bptt_step = jax.jit(partial(bptt_step, model), static_argnames=training[:2])
+        self._pending: object = None  # outputs of the last asynchronous call, for synchronize()
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """x64 on for float64 networks only, and only inside the call (`jax.enable_x64` is a
+        scoped context: other computations keep their dtype); full-precision matmuls (no TF32)."""
+        with jax.enable_x64(self.dtype == "float64"), jax.default_matmul_precision("highest"):
+            yield
+
+    # ---- conversions (call inside scope())
+
+    def _put(self, a) -> Array:
+        """numpy or jax → a jax array of this dtype on this device (no copy when it already is)."""
+        if isinstance(a, jax.Array):
+            return jax.device_put(a.astype(self.dtype), self._device)
+        return jax.device_put(np.asarray(a, dtype=self.dtype), self._device)
+
+    def _start(self, start, batch: int) -> States:
+        if start is None:
+            return tuple(self._put(np.zeros((batch, w))) for w in self.model.sizes)
+        return tuple(self._put(v) for v in start)  # no copy when already native
+
+    def _lrs(self, lrs: dict[str, float]) -> dict[str, float]:
+        missing = sorted(set(self._shapes) - set(lrs))
+        if missing:
+            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
+        return {k: float(lrs[k]) for k in self._shapes}
+
+    def _traces(self, out: Params) -> dict[str, np.ndarray]:
+        """Canonical order (parameters, then states); zero-copy views on the CPU (read-only)."""
+        return {k: np.asarray(out[k]) for k in self._names}
+
+    @staticmethod
+    def _check(*, beta: float | None = None, **steps: int) -> None:
+        for key, value in steps.items():
+            if int(value) < 0:
+                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
+        if beta is not None and beta == 0.0:
+            raise BackendError("jax backend: EP needs a non-zero beta")
+
+    def load(self, params: dict[str, np.ndarray]) -> Params:
+        """Canonical numpy parameters → jax arrays on this network's device (copies)."""
+        found = {k: np.shape(v) for k, v in params.items()}
+        if any(found.get(k) != shape for k, shape in self._shapes.items()):
+            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
+        with self.scope():
+            self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
+            return self._pending
+
+    def dump(self, params: Params) -> dict[str, np.ndarray]:
+        return {k: np.array(params[k]) for k in self._shapes}
+
+    def states(self, states: States) -> dict[str, np.ndarray]:
+        return {f"s{n}": np.array(v) for n, v in enumerate(states)}
+
+    # ---- phases
+
+    def free_phase(self, params: Params, x, *, steps: int, start: States | None = None):
+        """`steps` free steps from `start` (zeros when None); one sync at the end, for the
+        residual ‖s_T − s_{T−1}‖ (0.0 when steps == 0)."""
+        self._check(steps=steps)
+        with self.scope():
+            x = self._put(x)
+            start = self._start(start, x.shape[0])
+            if steps == 0:
+                return start, 0.0
+            s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
+            return s, float(residual)
+
+    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
+        self._check(steps=steps, beta=beta)
+        with self.scope():
+            x, y = self._put(x), self._put(y)
+            start = self._start(start, x.shape[0])
+            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
+            return self._traces(out)
+
+    def bptt_trace(self, params, x, y, *, start, steps):
+        self._check(steps=steps)
+        with self.scope():
+            x, y = self._put(x), self._put(y)
+            out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
+            return self._traces(out)
+
+    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
+        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
+        self._check(free_steps=free_steps, steps=steps, beta=beta)
+        with self.scope():
+            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
+            self._pending = self._ep_step(
+                params, x, y, lrs, float(beta), free_steps=free_steps, steps=steps,
+                symmetric=symmetric,
+            )  # fmt: skip
+            return self._pending
+
+    def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
+        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
+        self._check(free_steps=free_steps, steps=steps)
+        if steps > free_steps:
+            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
+        with self.scope():
+            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
+            self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
+            return self._pending
+
+    def predict(self, params, x, *, steps) -> np.ndarray:
+        """argmax of s⁰ after `steps` free steps from zero (reuses the compiled free phase)."""
+        s, _ = self.free_phase(params, x, steps=steps)
+        return np.asarray(s[0]).argmax(axis=1)
+
+    def synchronize(self) -> None:
+        """Block until the last dispatched call (training steps are asynchronous) has finished."""
+        jax.block_until_ready(self._pending)
