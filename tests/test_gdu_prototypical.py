@@ -16,7 +16,11 @@ def test_p1h_paper_configuration(backend_name: str, mnist_available: None, tmp_p
     registry = Registry()
     (spec,) = resolve(registry.get_task_path("mnist-fc"), selection={"model": "P-1h"})
     assert (spec.dynamics.T, spec.dynamics.K, spec.dynamics.beta, spec.data.batch) == (
-        150, 10, 0.01, 20)
+        150,
+        10,
+        0.01,
+        20,
+    )
     backend = registry.get_backend(backend_name)
     if backend.unsupported(spec.model, dtype="float32", device="cpu"):
         pytest.skip(backend.unsupported(spec.model, dtype="float32", device="cpu"))
