@@ -11,6 +11,18 @@ Names shared by every backend (PAPER.md §3):
 Initialisation follows the reference code (PyTorch `Linear` defaults): every weight and bias
 U(−1/√fan_in, +1/√fan_in), where fan_in is the width of the weight's input side; each layer owns the
 bias of its input-side weight (`W{n}_{n+1}`, or `W{N}_x` for the last layer).
+
+Convolutional models (`model.conv`, PAPER.md §3 "P-conv"), N conv layers, k×k kernels, C_n channels
+in layer n (C_{N+1} = the image's channels):
+
+    W0_1         fully connected weight, shape (sizes[0], C₁·H₁·W₁); layer 1 is flattened in
+                 (C, H, W) order.
+    W{n}_{n+1}   conv kernel from layer n+1 up to layer n (1 ≤ n < N), shape (C_n, C_{n+1}, k, k).
+    W{N}_x       input conv kernel, shape (C_N, C_image, k, k).
+    b0, b{n}     biases, shapes (sizes[0],) and (C_n,) (one per channel).
+    s0, s{n}     states, shapes (batch, sizes[0]) and (batch, C_n, H_n, W_n) (pooled).
+
+Kernels are initialised like PyTorch `Conv2d`: fan_in = C_{n+1}·k·k, for the kernel and its bias.
 """
 
 from __future__ import annotations
@@ -29,6 +41,8 @@ _NAME = re.compile(r"^(?:W(\d+)_(\d+|x)|b(\d+)|s(\d+))$")
 
 def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Canonical parameter names → shapes, ordered by layer (weights before the bias)."""
+    if model.conv is not None:
+        return _conv_param_shapes(model)
     shapes: dict[str, tuple[int, ...]] = {}
     for n, width in enumerate(model.sizes):
         if n < model.depth:
@@ -39,8 +53,31 @@ def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def _conv_param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of a conv model (module doc): W0_1, b0, then per conv layer its kernel and bias."""
+    conv = model.conv
+    assert conv is not None
+    depth, k = len(conv.channels), conv.kernel
+    layers = conv.layer_shapes()[::-1]  # layer 1 … N
+    shapes: dict[str, tuple[int, ...]] = {
+        "W0_1": (model.sizes[0], int(np.prod(layers[0]))),
+        "b0": (model.sizes[0],),
+    }
+    for n in range(1, depth + 1):
+        below = layers[n][0] if n < depth else conv.input[0]
+        shapes[f"W{n}_{n + 1}" if n < depth else f"W{n}_x"] = (layers[n - 1][0], below, k, k)
+        shapes[f"b{n}"] = (layers[n - 1][0],)
+    return shapes
+
+
 def state_shapes(model: ModelSpec, batch: int) -> dict[str, tuple[int, ...]]:
-    """Canonical state names → shapes `(batch, sizes[n])`, output layer first."""
+    """Canonical state names → shapes `(batch, sizes[n])`, output layer first; conv layers of a
+    conv model `(batch, C_n, H_n, W_n)`."""
+    if model.conv is not None:
+        layers = model.conv.layer_shapes()[::-1]
+        return {"s0": (batch, model.sizes[0])} | {
+            f"s{n}": (batch, *shape) for n, shape in enumerate(layers, start=1)
+        }
     return {f"s{n}": (batch, width) for n, width in enumerate(model.sizes)}
 
 
@@ -54,18 +91,25 @@ def layer_of(name: str) -> int:
 
 def bias_fan_in(model: ModelSpec, n: int) -> int:
     """Fan-in of layer n's input-side weight, which owns the bias b{n}."""
+    if model.conv is not None and n > 0:
+        shapes = param_shapes(model)
+        return int(np.prod(shapes.get(f"W{n}_{n + 1}", shapes.get(f"W{n}_x", ()))[1:]))
     return model.sizes[n + 1] if n < model.depth else model.inputs
 
 
 def init_params(model: ModelSpec, *, seed: int, dtype: str = "float64") -> Params:
-    """Draw canonical initial parameters from `seed`: U(±1/√fan_in), drawn in `param_shapes` order.
+    """Draw canonical initial parameters from `seed`: U(±1/√fan_in), drawn in `param_shapes` order
+    (fan_in of a weight: the product of its shape after the first axis, C·k·k for a kernel).
 
     The same seed gives the same parameters for EP and BPTT and for every backend.
     """
     rng = np.random.default_rng(seed)
     params: Params = {}
     for name, shape in param_shapes(model).items():
-        fan_in = bias_fan_in(model, layer_of(name)) if name.startswith("b") else shape[1]
+        if name.startswith("b"):
+            fan_in = bias_fan_in(model, layer_of(name))
+        else:
+            fan_in = int(np.prod(shape[1:]))
         bound = 1.0 / np.sqrt(fan_in)
         params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
     return params

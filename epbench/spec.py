@@ -20,8 +20,52 @@ DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
 
 
 @dataclass(frozen=True, kw_only=True)
+class ConvSpec:
+    """The convolutional part of a P-setting model ("P-conv", PAPER.md §3), listed from the input.
+
+    input     (C, H, W) of the image; the model's `inputs` is C·H·W and x arrives flattened in
+              (C, H, W) order, shape (B, C·H·W), like every other model's input.
+    channels  channels of the conv layers from the input side: (32, 64) is x → 32 → 64. With N
+              conv layers, `channels[0]` belongs to layer N (next to the input), `channels[-1]` to
+              layer 1 (next to the fully connected output layer 0).
+    kernel    square kernel size k of every convolution (stride 1).
+    padding   zero padding of every convolution (the transposed feedback uses the same).
+    pool      square max-pooling window and stride (the conv output must divide by it).
+
+    Layer n ≥ 1 holds P(W ∗ s^{n+1} + b) after pooling, shape (C, H, W) with
+    H = (H_below + 2·padding − kernel + 1) / pool; `layer_shapes()` lists them.
+    """
+
+    input: tuple[int, int, int]
+    channels: tuple[int, ...]
+    kernel: int = 5
+    padding: int = 0
+    pool: int = 2
+
+    def layer_shapes(self) -> tuple[tuple[int, int, int], ...]:
+        """Pooled (C, H, W) of every conv layer from the input side (layer N first).
+
+        Assumes a geometry that fits (`epbench.tasks` validates task files); the P-conv of
+        PAPER.md §3 gives ((32, 12, 12), (64, 4, 4)).
+        """
+        _, h, w = self.input
+        out = []
+        for c in self.channels:
+            h = (h + 2 * self.padding - self.kernel + 1) // self.pool
+            w = (w + 2 * self.padding - self.kernel + 1) // self.pool
+            out.append((c, h, w))
+        return tuple(out)
+
+    def sizes(self, outputs: int) -> tuple[int, ...]:
+        """The `ModelSpec.sizes` of a conv model with `outputs` classes: the fully connected
+        output first, then the flattened width C·H·W of layers 1 … N (N next to the input)."""
+        return (outputs, *(c * h * w for c, h, w in reversed(self.layer_shapes())))
+
+
+@dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A fully connected convergent RNN with static input (PAPER.md §3).
+    """A convergent RNN with static input (PAPER.md §3): fully connected, or convolutional
+    when `conv` is set.
 
     setting     "EB" (energy-based, exact gradient of the Hopfield energy, step `epsilon`) or
                 "P" (prototypical, discrete time, `s ← σ(∂Φ/∂s)`, step 1).
@@ -32,6 +76,10 @@ class ModelSpec:
     activation  "tanh", "sigm" (σ(x) = 1/(1 + e^{−4(x−½)})) or "hardsigm" (clip(x, 0, 1)).
     epsilon     EB step size ε ("dt"); ignored (must stay 1.0) in the P setting.
     clamp       clamp states to [0, 1] after each step (EB training runs, PAPER.md §3).
+    conv        None for a fully connected model. A `ConvSpec` makes layers 1 … N pooled conv
+                layers (P setting, the input feeding layer N only): s⁰ is the fully connected
+                output, s¹ … sᴺ the pooled conv layers from the output side (sᴺ next to the
+                input), and `sizes` their flattened widths, `conv.sizes(outputs)`; `depth` = N.
     """
 
     setting: str
@@ -41,6 +89,7 @@ class ModelSpec:
     activation: str = "tanh"
     epsilon: float = 1.0
     clamp: bool = False
+    conv: ConvSpec | None = None
 
     @property
     def depth(self) -> int:

@@ -28,6 +28,7 @@ from .spec import (
     ESTIMATORS,
     MEASUREMENTS,
     SETTINGS,
+    ConvSpec,
     DataSpec,
     DynamicsSpec,
     ModelSpec,
@@ -49,6 +50,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "activation": ("activation", True),
         "epsilon": ("positive number", False),
         "clamp": ("boolean", False),
+        "conv": ("conv table", False),
     },
     "dynamics": {
         "T": ("positive integer", True),
@@ -69,6 +71,8 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
     },
 }
 _TOP = {"description", "measure", "dtype", "presets", "variants", *_SCHEMA}
+# Alternative spellings accepted in task files and --set, renamed before merging (later wins).
+_ALIASES = {"data": {"name": "source"}}
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,6 +83,27 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def canonical(table: Mapping[str, Any], where: str = "task") -> dict[str, Any]:
+    """`table` with alias fields renamed (`data.name` → `data.source`), so that a later layer's
+    `data.name` overrides an earlier layer's `data.source`; both in one layer must agree."""
+    out = dict(table)
+    for section, names in _ALIASES.items():
+        if not isinstance(out.get(section), Mapping):
+            continue
+        fields = dict(out[section])
+        for alias, name in names.items():
+            if alias not in fields:
+                continue
+            value = fields.pop(alias)
+            if name in fields and fields[name] != value:
+                raise TaskError(
+                    where, f"{section}.{alias}", f"the same value as {section}.{name}", value
+                )
+            fields[name] = value
+        out[section] = fields
     return out
 
 
@@ -191,9 +216,9 @@ def resolve(
             raise UnknownNameError(f"{axis} of task {name!r}", value, list(axes[axis]))
     over = {}
     for text in overrides:
-        over = deep_merge(over, parse_override(text))
-    base = {k: v for k, v in raw.items() if k not in ("presets", "variants")}
-    base = deep_merge(base, _presets_of(raw).get(preset, {}))
+        over = deep_merge(over, canonical(parse_override(text), "--set"))
+    base = canonical({k: v for k, v in raw.items() if k not in ("presets", "variants")}, where)
+    base = deep_merge(base, canonical(_presets_of(raw).get(preset, {}), where))
     cells = []
     for variant in variant_names(raw, where):
         if any(dict(variant).get(a) != v for a, v in (selection or {}).items()):
@@ -201,8 +226,10 @@ def resolve(
         config = base
         for axis, value in variant:
             table = axes[axis][value]
-            config = deep_merge(config, {k: v for k, v in table.items() if k != "presets"})
-            config = deep_merge(config, _presets_of(table).get(preset, {}))
+            config = deep_merge(
+                config, canonical({k: v for k, v in table.items() if k != "presets"}, where)
+            )
+            config = deep_merge(config, canonical(_presets_of(table).get(preset, {}), where))
         config = deep_merge(config, over)
         cell = cell_name(name, variant)
         cells.append(
@@ -275,7 +302,93 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
             fail("a list of positive numbers")
         return tuple(float(v) for v in value)
+    elif kind == "conv table":
+        return _conv_table(where, field, value)
     return value
+
+
+# [model.conv] (a ConvSpec): field → (kind, required), checked by `_check`.
+_CONV_SCHEMA: dict[str, tuple[str, bool]] = {
+    "input": ("list of positive integers", True),
+    "channels": ("list of positive integers", True),
+    "kernel": ("positive integer", False),
+    "padding": ("non-negative integer", False),
+    "pool": ("positive integer", False),
+}
+
+
+def _conv_table(where: str, field: str, value: Any) -> ConvSpec:
+    """`[model.conv]` → ConvSpec, each field checked; the geometry is checked by `_check_conv`."""
+    if not isinstance(value, Mapping):
+        raise TaskError(where, field, "a table [model.conv]", value)
+    unknown = sorted(set(value) - set(_CONV_SCHEMA))
+    if unknown:
+        raise TaskError(
+            where, f"{field}.{unknown[0]}", f"one of {', '.join(_CONV_SCHEMA)}", "an unknown field"
+        )
+    out = {}
+    for key, (kind, required) in _CONV_SCHEMA.items():
+        if key not in value:
+            if required:
+                raise TaskError(where, f"{field}.{key}", f"a {kind} (required)", _Nothing())
+            continue
+        out[key] = _check(where, f"{field}.{key}", kind, value[key])
+    if len(out["input"]) != 3:
+        raise TaskError(where, f"{field}.input", "[channels, height, width]", list(out["input"]))
+    return ConvSpec(**out)
+
+
+def _check_conv(model: ModelSpec, where: str) -> None:
+    """The geometry of a conv model fits (PAPER.md §3, P-conv): P setting, input into layer N
+    only, `inputs` = C·H·W, every kernel within its (padded) input, every pooling dividing its
+    conv output, `sizes` = `conv.sizes(outputs)`."""
+    conv = model.conv
+    assert conv is not None
+    if model.setting != "P":
+        raise TaskError(where, "model.setting", "P for a conv model (PAPER.md §3)", model.setting)
+    if model.input_to not in ((), (len(conv.channels),)):
+        raise TaskError(
+            where,
+            "model.input_to",
+            f"[] or [{len(conv.channels)}] (the input feeds the last conv layer only)",
+            list(model.input_to),
+        )
+    c, h, w = conv.input
+    if model.inputs != c * h * w:
+        raise TaskError(
+            where, "model.inputs", f"{c * h * w} (= {c}·{h}·{w}, model.conv.input)", model.inputs
+        )
+    if conv.padding >= conv.kernel:
+        raise TaskError(
+            where, "model.conv.padding", f"an integer < kernel (= {conv.kernel})", conv.padding
+        )
+    for i, channels in enumerate(conv.channels):
+        label = f"conv layer {i + 1} from the input ({channels} channels)"
+        ph, pw = h + 2 * conv.padding, w + 2 * conv.padding
+        if conv.kernel > min(ph, pw):
+            raise TaskError(
+                where,
+                "model.conv.kernel",
+                f"a kernel ≤ {min(ph, pw)}: the padded input of {label} is {ph}×{pw}",
+                conv.kernel,
+            )
+        oh, ow = ph - conv.kernel + 1, pw - conv.kernel + 1
+        if oh % conv.pool or ow % conv.pool:
+            raise TaskError(
+                where,
+                "model.conv.pool",
+                f"a pool size dividing the {oh}×{ow} output of {label}",
+                conv.pool,
+            )
+        h, w = oh // conv.pool, ow // conv.pool
+    want = conv.sizes(model.outputs)
+    if model.sizes != want:
+        raise TaskError(
+            where,
+            "model.sizes",
+            f"{list(want)} (the output, then C·H·W of conv layers 1 … {len(conv.channels)})",
+            list(model.sizes),
+        )
 
 
 def _section(config: Mapping[str, Any], section: str, where: str) -> dict[str, Any]:
@@ -317,6 +430,8 @@ def build_spec(
     dynamics = DynamicsSpec(**_section(config, "dynamics", where))
     data = DataSpec(**_section(config, "data", where))
     train = TrainSpec(**_section(config, "train", where))
+    if model.conv is not None:
+        _check_conv(model, where)
     depth = model.depth
     if depth < 1:
         raise TaskError(
@@ -351,6 +466,22 @@ def build_spec(
     measure = config.get("measure", ["gdu"])
     if not isinstance(measure, list) or not measure or any(m not in MEASUREMENTS for m in measure):
         raise TaskError(where, "measure", f"a list of {', '.join(MEASUREMENTS)}", measure)
+    if "train" in measure:
+        if not train.lrs:
+            raise TaskError(
+                where,
+                "train.lrs",
+                f"{len(model.sizes)} learning rates (required by measure train)",
+                _Nothing(),
+            )
+        if data.source not in ("mnist", "fashion-mnist"):
+            raise TaskError(
+                where, "data.source", "mnist or fashion-mnist for measure train", data.source
+            )
+        if data.subset and data.subset < data.batch:
+            raise TaskError(
+                where, "data.subset", f"0 (all) or ≥ data.batch (= {data.batch})", data.subset
+            )
     dtype = config.get("dtype", "float64")
     if dtype not in DTYPES:
         raise TaskError(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)

@@ -1,8 +1,9 @@
 """The conformance suite every backend plugin runs: `check_backend(backend)`.
 
 It builds a few small models (EB and P, toy-shaped and layered, each activation, with and without
-clamping), and for every (model, dtype, device) the backend does not decline through `unsupported()`
-checks that the backend honours the contract of `epbench.protocols`: parameter round trips, phase
+clamping, and a small P-conv with padding and max-pooling), and for every (model, dtype, device)
+the backend does not decline through `unsupported()` checks that the backend honours the contract
+of `epbench.protocols`: parameter round trips, phase
 composition, trace names and shapes, the symmetric estimator, the training steps against the traces,
 prediction, determinism, BPTT against finite differences — and, in float64 on the EB models,
 the GDU theorem itself.
@@ -26,7 +27,7 @@ import numpy as np
 
 from .params import init_params, param_shapes, state_shapes
 from .protocols import Backend, Network
-from .spec import ModelSpec
+from .spec import ConvSpec, ModelSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +65,20 @@ CASES = (
     Case(
         name="P-1h-hardsigm",
         model=ModelSpec(setting="P", inputs=7, sizes=(4, 9), activation="hardsigm"),
+        T=40,
+        K=6,
+    ),
+    Case(
+        name="P-conv-hardsigm",
+        # 1×12×12 → 3×3 conv (3 ch), pad 1 → pool 2 → s² (3, 6, 6) → conv (4 ch) → pool → s¹
+        # (4, 3, 3) → fully connected → s⁰ (5).
+        model=ModelSpec(
+            setting="P",
+            inputs=144,
+            sizes=(5, 36, 108),
+            activation="hardsigm",
+            conv=ConvSpec(input=(1, 12, 12), channels=(3, 4), kernel=3, padding=1, pool=2),
+        ),
         T=40,
         K=6,
     ),
@@ -150,7 +165,7 @@ class _Checker:
             ),
         }
         want = {name: (case.K, *shape) for name, shape in param_shapes(case.model).items()}
-        want.update({f"s{n}": (case.K, w) for n, w in enumerate(case.model.sizes)})
+        want.update({n: (case.K, *s[1:]) for n, s in state_shapes(case.model, 1).items()})
         for kind, trace in out.items():
             got = {name: np.shape(value) for name, value in trace.items()}
             assert got == want, f"{self.where}: {kind} trace shapes {got}, expected {want}"

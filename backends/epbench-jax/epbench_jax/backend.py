@@ -34,7 +34,8 @@ def _cpu_name() -> str:
 
 
 class JaxBackend:
-    """Builds `epbench_jax.network.JaxNetwork`s: whole phases under `jax.jit`, CPU or GPU."""
+    """Builds `epbench_jax.network.JaxNetwork`s (fully connected) and `epbench_jax.conv.
+    JaxConvNetwork`s (P-conv): whole phases under `jax.jit`, CPU or GPU."""
 
     name = "jax"
 
@@ -64,6 +65,8 @@ class JaxBackend:
             return f"jax backend: unknown setting {model.setting!r}; known: EB, P"
         if model.activation not in ACTIVATIONS:
             return f"jax backend: unknown activation {model.activation!r}"
+        if model.conv is not None and model.setting != "P":
+            return "jax backend: conv models run in the P setting only (PAPER.md §3)"
         if _jax_device(device) is None:
             return f"jax backend: no jax {PLATFORMS[device]} device (install jax[cuda12] for cuda)"
         return None
@@ -72,6 +75,10 @@ class JaxBackend:
         reason = self.unsupported(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
+        if model.conv is not None:
+            from .conv import JaxConvNetwork
+
+            return JaxConvNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))
         from .network import JaxNetwork
 
         return JaxNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))

@@ -9,13 +9,15 @@ import torch
 from epbench.errors import BackendError
 from epbench.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
 
+from .conv import TorchConvNetwork
 from .network import TorchNetwork
 
 DEVICES = ("cpu", "cuda")
 
 
 class TorchBackend:
-    """Builds `TorchNetwork`s for fully connected models in the EB and P settings (PAPER.md §3)."""
+    """Builds `TorchNetwork`s for fully connected models in the EB and P settings and
+    `TorchConvNetwork`s for P-setting conv models (PAPER.md §3)."""
 
     name = "torch"
 
@@ -47,11 +49,17 @@ class TorchBackend:
             return f"torch backend: unknown device {device!r} (known: {', '.join(DEVICES)})"
         if device == "cuda" and not torch.cuda.is_available():
             return "torch backend: CUDA is not available to this torch build or machine"
+        if model.conv is not None and model.setting != "P":
+            return "torch backend: conv models run in the P setting only (PAPER.md §3)"
         return None
 
-    def build(self, model: ModelSpec, *, dtype: str, device: str) -> TorchNetwork:
+    def build(
+        self, model: ModelSpec, *, dtype: str, device: str
+    ) -> TorchNetwork | TorchConvNetwork:
         """A `TorchNetwork` for `model` in `dtype` on `device`; BackendError when unsupported."""
         reason = self.unsupported(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
+        if model.conv is not None:
+            return TorchConvNetwork(model, dtype=dtype, device=device)
         return TorchNetwork(model, dtype=dtype, device=device)

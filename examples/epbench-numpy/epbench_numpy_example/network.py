@@ -339,6 +339,8 @@ class NumpyBackend:
             return f"numpy-example does not know the activation {model.activation!r}"
         if model.clamp:
             return "numpy-example does not clamp states (clamping belongs to EB training runs)"
+        if model.conv is not None:
+            return "numpy-example implements fully connected models only, not conv models"
         return None
 
     def build(self, model: ModelSpec, *, dtype: str, device: str) -> NumpyNetwork:
