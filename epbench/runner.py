@@ -1,8 +1,12 @@
-"""Runs the cells of the matrix (task cell × backend): seeding, data, timing, skips, records.
+"""Runs the cells of the matrix (task cell × backend × seed): seeding, data, timing, skips, records.
+
+Each cell runs the measurements its task lists: `gdu` (`run_gdu`, the GDU traces at the initial
+weights) and `train` (`run_train`, EP and BPTT trained from the same weights, epbench.training).
 
 Seeds: the canonical parameters come from `init_params(model, seed=seed)`; toy data from
-`seed + TOY_DATA_OFFSET`; the random-sign estimator's sign from `default_rng([seed, 2])`.
-So EP and BPTT, and every backend, see identical weights and batches for the same seed.
+`seed + TOY_DATA_OFFSET`; the random-sign estimator's sign from `default_rng([seed, 2])` (in
+training: per batch, from `[seed, 2, epoch]`). So EP and BPTT, and every backend, see identical
+weights and batches for the same seed.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import data as datasets
+from .checkpoint import checkpoint_path
 from .errors import EpbenchError
 from .metrics import gdu_metrics
 from .params import init_params
@@ -27,6 +32,14 @@ from .protocols import Backend, Network
 from .results import SCHEMA_VERSION, RecordWriter, environment
 from .spec import TaskSpec
 from .tasks import config_hash
+from .training import (
+    ALGORITHMS,
+    TrainingData,
+    load_training_data,
+    paired_difference,
+    run_key,
+    train_algorithm,
+)
 
 TOY_DATA_OFFSET = 10_000
 
@@ -38,9 +51,12 @@ class RunOptions:
     device: str = "cpu"
     dtype: str | None = None  # None: the task's own dtype
     seed: int = 0
+    seeds: tuple[int, ...] = ()  # run every cell once per seed; empty: (seed,)
     data_dir: Path | None = None
     save_traces: bool = False
     repeat: int = 1  # steady-state repetitions timed after the first (warm-up) run
+    resume: bool = False  # training: continue from the checkpoints of an interrupted run
+    quiet: bool = False  # training: no progress bar (also off when stderr is not a terminal)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +246,89 @@ def load_traces(path: Path) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def run_train(
+    spec: TaskSpec,
+    backend: Backend,
+    data: TrainingData,
+    options: RunOptions,
+    writer: RecordWriter,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    """Train one cell on one backend for `options.seed`, EP then BPTT from the same initial
+    weights, and return its record (not yet written): `metrics["train"][algorithm]` per algorithm
+    (epbench.training.train_algorithm), `metrics["ep_minus_bptt"]` of the last epoch. Status
+    `diverged` when either run diverged (the other still runs), `failed` on a backend error."""
+    dtype = options.dtype or spec.dtype
+    record = base_record(spec, backend, options, dtype, env)
+    record["measurement"] = "train"
+    record["environment"] = {
+        **env,
+        "backend_versions": backend.versions(),
+        "device_info": backend.device_info(options.device),
+    }
+    if spec.dynamics.estimator == "random-sign":
+        record["beta_used"] = abs(spec.dynamics.beta)  # its sign is drawn per batch
+    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
+    if reason:
+        return {**record, "status": "skipped", "reason": reason}
+    initial = init_params(spec.model, seed=options.seed, dtype=dtype)
+    beta, symmetric = nudge(spec, seed=options.seed)
+    folder = writer.folder / "checkpoints"
+    results, paths = {}, {}
+    try:
+        for algorithm in ALGORITHMS:
+            path = checkpoint_path(
+                folder,
+                cell=spec.cell,
+                backend=backend.name,
+                device=options.device,
+                dtype=dtype,
+                seed=options.seed,
+                key=run_key(spec),
+                algorithm=algorithm,
+            )
+            paths[algorithm] = str(path.relative_to(writer.folder))
+            results[algorithm] = train_algorithm(
+                backend,
+                initial,
+                data,
+                spec=spec,
+                algorithm=algorithm,
+                dtype=dtype,
+                device=options.device,
+                seed=options.seed,
+                beta=beta,
+                symmetric=symmetric,
+                checkpoint=path,
+                resume=options.resume,
+                show_progress=not options.quiet and sys.stderr.isatty(),
+                label=f"{spec.cell} {backend.name} seed {options.seed}",
+            )
+    except EpbenchError:
+        raise
+    except Exception as err:  # a backend failure fails this cell only
+        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
+        return {**record, "status": "failed", "reason": detail}
+    record["metrics"] = {
+        "train": results,
+        "ep_minus_bptt": {
+            key: paired_difference(results["ep"], results["bptt"], key)
+            for key in ("test_error", "train_error")
+        },
+    }
+    record["checkpoints"] = paths
+    record["peak_memory_bytes"] = max(r["peak_memory_bytes"] for r in results.values())
+    broken = [
+        f"{name} diverged at epoch {r['diverged']['epoch']}, step {r['diverged']['step']} "
+        f"({r['diverged']['what']})"
+        for name, r in results.items()
+        if r["status"] == "diverged"
+    ]
+    if broken:
+        return {**record, "status": "diverged", "reason": "; ".join(broken)}
+    return {**record, "status": "ok", "reason": None}
+
+
 def run_matrix(
     cells: Iterable[TaskSpec],
     backends: Iterable[Backend],
@@ -239,27 +338,53 @@ def run_matrix(
     on_record: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell on every backend, appending each record to `writer` as soon as it is done.
+    """Run every cell on every backend for every seed, each measurement of the cell's task,
+    appending each record to `writer` as soon as it is done.
 
     Datasets are loaded before the first cell runs, so a missing dataset stops the run before any
-    work; a backend failure inside a cell is recorded as `failed` and the matrix goes on.
+    work; a backend failure inside a cell is recorded as `failed`, a diverging training run as
+    `diverged`, and the matrix goes on.
     """
     cells, backends = list(cells), list(backends)
+    seeds = tuple(options.seeds) or (options.seed,)
     env = environment()
-    batches = {}
+    batches: dict[tuple, tuple] = {}
+    train_data: dict[tuple, TrainingData] = {}
     for spec in cells:
-        for dtype in {options.dtype or spec.dtype}:
-            key = (spec.cell, dtype)
-            batches[key] = load_batch(
-                spec, seed=options.seed, dtype=dtype, data_dir=options.data_dir
-            )
+        dtype = options.dtype or spec.dtype
+        if "gdu" in spec.measure:
+            for seed in seeds:
+                key = (spec.cell, dtype, seed if spec.data.source == "toy" else None)
+                if key not in batches:
+                    batches[key] = load_batch(
+                        spec, seed=seed, dtype=dtype, data_dir=options.data_dir
+                    )
+        if "train" in spec.measure:
+            key = (spec.data.source, spec.data.subset, dtype)
+            if key not in train_data:
+                train_data[key] = load_training_data(spec, dtype=dtype, data_dir=options.data_dir)
+    jobs = [
+        (spec, backend, seed, measure)
+        for spec in cells
+        for backend in backends
+        for seed in seeds
+        for measure in spec.measure
+    ]
     records = []
-    total = len(cells) * len(backends)
-    for i, (spec, backend) in enumerate(((s, b) for s in cells for b in backends), 1):
+    for i, (spec, backend, seed, measure) in enumerate(jobs, 1):
+        dtype = options.dtype or spec.dtype
         if progress:
-            progress(f"[{i}/{total}] {spec.cell} on {backend.name}")
-        batch = batches[(spec.cell, options.dtype or spec.dtype)]
-        record = run_gdu(spec, backend, batch, options, writer, env)
+            extra = (f" seed {seed}" if len(seeds) > 1 else "") + (
+                f" ({measure})" if measure != "gdu" else ""
+            )
+            progress(f"[{i}/{len(jobs)}] {spec.cell} on {backend.name}{extra}")
+        opts = replace(options, seed=seed)
+        if measure == "train":
+            data = train_data[(spec.data.source, spec.data.subset, dtype)]
+            record = run_train(spec, backend, data, opts, writer, env)
+        else:
+            batch = batches[(spec.cell, dtype, seed if spec.data.source == "toy" else None)]
+            record = run_gdu(spec, backend, batch, opts, writer, env)
         writer.write(record)
         records.append(record)
         if on_record:
