@@ -4,7 +4,9 @@
     epbench tasks                        task files, their cells and presets
     epbench run TASK… [options]          run cells, print tables, append JSONL records
     epbench parity TASK… --backend a,b   the same cells on several backends, differences
-    epbench table RESULTS…               tables from records (files or folders)
+    epbench table RESULTS… [--against paper]   tables from records (files or folders)
+    epbench plot RESULTS… [--out DIR]    figures (needs the `plot` extra: matplotlib)
+    epbench report RESULTS… --out DIR   one Markdown + HTML page with tables and figures
 
 Bad input (unknown names, invalid task files, malformed data) prints one line and exits with 2.
 """
@@ -19,12 +21,13 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .errors import EpbenchError
+from .figures_cli import add_commands, run_command
 from .parity import run_parity
 from .registry import Registry
 from .results import RecordWriter, read_records
 from .runner import RunOptions, run_matrix
 from .spec import DTYPES
-from .tables import format_record, parity_table, summary_table
+from .tables import AGAINST, format_record, overview, parity_table
 from .tasks import DEFAULT_PRESET, parse_selector, preset_names, read_task_file, resolve
 from .tasks import variant_names as _variants
 
@@ -71,7 +74,19 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="steady-state timing repetitions after the first run (default 1)",
     )
-    run.add_argument("--quiet", action="store_true", help="print only the summary table")
+    run.add_argument(
+        "--seeds",
+        metavar="N,N…",
+        help="run every cell once per seed, e.g. 0,1,2 (replaces --seed)",
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="training: continue each run from its last epoch checkpoint (beside the records)",
+    )
+    run.add_argument(
+        "--quiet", action="store_true", help="print only the summary table (no progress bar)"
+    )
     parity = sub.add_parser(
         "parity", help="compare backends on the same cells, parameters and batch"
     )
@@ -84,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
     table = sub.add_parser("table", help="print tables from result files or folders")
     table.add_argument("results", nargs="+", type=Path)
     table.add_argument("--detail", action="store_true", help="per-layer table of each record")
+    table.add_argument(
+        "--against",
+        choices=AGAINST,
+        help="training records beside the paper's reported errors (PAPER.md §5, Table 1)",
+    )
+    add_commands(sub)
     return parser
 
 
@@ -157,7 +178,23 @@ def select_backends(registry: Registry, text: str) -> list:
     return backends
 
 
+def parse_seeds(text: str | None) -> tuple[int, ...]:
+    """`"0,1,2"` → (0, 1, 2); None → (); anything else is a one-line EpbenchError."""
+    if text is None:
+        return ()
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(seed < 0 for seed in seeds) or len(set(seeds)) != len(seeds):
+        raise EpbenchError(
+            f"--seeds: expected distinct non-negative integers separated by commas, found {text!r}"
+        )
+    return seeds
+
+
 def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
+    seeds = parse_seeds(args.seeds)
     cells = select_cells(registry, args)
     backends = select_backends(registry, args.backend)
     if args.repeat < 0:
@@ -166,9 +203,12 @@ def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         seed=args.seed,
+        seeds=seeds,
         data_dir=args.data_dir,
         save_traces=args.save_traces,
         repeat=args.repeat,
+        resume=args.resume,
+        quiet=args.quiet,
     )
     writer = RecordWriter(args.out)
 
@@ -183,7 +223,7 @@ def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
     records = run_matrix(
         cells, backends, options=options, writer=writer, on_record=show, progress=progress
     )
-    print(summary_table(records))
+    print(overview(records))
     print(f"\nrecords appended to {writer.path}")
     return 1 if any(r["status"] in ("failed", "diverged") for r in records) else 0
 
@@ -217,13 +257,15 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.detail:
         for record in records:
             print(format_record(record) + "\n")
-    print(summary_table(records))
+    print(overview(records, against=args.against))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if (code := run_command(args)) is not None:
+            return code
         if args.command == "table":
             return cmd_table(args)
         registry = Registry()
