@@ -329,6 +329,26 @@ def run_train(
     return {**record, "status": "ok", "reason": None}
 
 
+BATCH_MEASUREMENTS = ("gdu",)  # measurements that run on one mini-batch (`load_batch`)
+
+
+def run_measurement(
+    measure: str,
+    spec: TaskSpec,
+    backend: Backend,
+    inputs: Any,
+    options: RunOptions,
+    writer: RecordWriter,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    """Run measurement `measure` of one cell on one backend and return its record (not yet
+    written). `inputs` is the `load_batch` mini-batch for the measurements of
+    `BATCH_MEASUREMENTS`, the `TrainingData` for `train`."""
+    if measure == "train":
+        return run_train(spec, backend, inputs, options, writer, env)
+    return run_gdu(spec, backend, inputs, options, writer, env)
+
+
 def run_matrix(
     cells: Iterable[TaskSpec],
     backends: Iterable[Backend],
@@ -352,7 +372,7 @@ def run_matrix(
     train_data: dict[tuple, TrainingData] = {}
     for spec in cells:
         dtype = options.dtype or spec.dtype
-        if "gdu" in spec.measure:
+        if any(m in BATCH_MEASUREMENTS for m in spec.measure):
             for seed in seeds:
                 key = (spec.cell, dtype, seed if spec.data.source == "toy" else None)
                 if key not in batches:
@@ -380,11 +400,10 @@ def run_matrix(
             progress(f"[{i}/{len(jobs)}] {spec.cell} on {backend.name}{extra}")
         opts = replace(options, seed=seed)
         if measure == "train":
-            data = train_data[(spec.data.source, spec.data.subset, dtype)]
-            record = run_train(spec, backend, data, opts, writer, env)
+            inputs = train_data[(spec.data.source, spec.data.subset, dtype)]
         else:
-            batch = batches[(spec.cell, dtype, seed if spec.data.source == "toy" else None)]
-            record = run_gdu(spec, backend, batch, opts, writer, env)
+            inputs = batches[(spec.cell, dtype, seed if spec.data.source == "toy" else None)]
+        record = run_measurement(measure, spec, backend, inputs, opts, writer, env)
         writer.write(record)
         records.append(record)
         if on_record:
