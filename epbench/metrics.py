@@ -79,3 +79,45 @@ def gdu_metrics(bptt: Traces, ep: Traces) -> dict[str, dict[str, object]]:
     if missing:
         raise ValueError(f"EP and BPTT traces differ in names: {missing}")
     return {name: compare(name, bptt[name], ep[name]) for name in bptt}
+
+
+ARRIVAL_FRACTION = 0.2  # `arrival`: share of a layer's largest EP neuron update that counts
+
+
+def arrival(bptt: Traces, ep: Traces) -> dict[str, dict[str, int | None]]:
+    """The nudged-phase step at which the error signal first reaches each layer, from the neuron
+    traces `s{n}` (PAPER.md §2; index t is ΔEP_s(β, t) = (s^β_{t+1} − s^β_t) / β):
+
+    ep    the first t at which max_i |ΔEP_sn(t)_i| reaches `ARRIVAL_FRACTION` of its largest value
+          over the K steps. Before the nudge reaches layer n its trace is only the drift of a free
+          phase short of its exact fixed point, divided by β (≲ 0.1 of the signal at the fixed
+          points of our runs); in the EB setting the signal grows over several ε-steps and this
+          marks when it is substantial.
+    bptt  the first t at which ∇BPTT_sn(t) = ∂L/∂s^n_{T−t} is non-zero (exact: no path links
+          s^n_{T−t} to the loss for t < n in a layered net).
+
+    None where the trace stays below the mark (or zero) for all K steps. In a layered net both
+    should equal n, the distance from the output: `signal_steps` of the deepest layer.
+    """
+    out: dict[str, dict[str, int | None]] = {"ep": {}, "bptt": {}}
+    for name in (n for n in bptt if is_state(n)):
+        ep_size = np.abs(np.asarray(ep[name])).reshape(len(ep[name]), -1).max(axis=1)
+        bptt_size = np.abs(np.asarray(bptt[name])).reshape(len(bptt[name]), -1).max(axis=1)
+        top = float(ep_size.max()) if ep_size.size else 0.0
+        hits = np.flatnonzero(ep_size >= ARRIVAL_FRACTION * top) if top > 0 else []
+        out["ep"][name] = int(hits[0]) if len(hits) else None
+        nonzero = np.flatnonzero(bptt_size > 0)
+        out["bptt"][name] = int(nonzero[0]) if len(nonzero) else None
+    return out
+
+
+def signal_metrics(bptt: Traces, ep: Traces) -> dict[str, object]:
+    """`arrival` of every layer and `signal_steps`: the EP arrival step of the deepest layer (the
+    highest state index), i.e. the nudged steps the signal needs to reach the layer next to the
+    input (PAPER.md §2); None when it never does within the K steps."""
+    steps = arrival(bptt, ep)
+    deepest = max((n for n in bptt if is_state(n)), key=lambda n: int(n[1:]), default=None)
+    return {
+        "arrival": steps,
+        "signal_steps": steps["ep"].get(deepest) if deepest else None,
+    }

@@ -11,6 +11,7 @@ See tasks/README.md.
 from __future__ import annotations
 
 import copy
+import fnmatch
 import hashlib
 import itertools
 import json
@@ -26,6 +27,7 @@ from .spec import (
     DATA_SOURCES,
     DTYPES,
     ESTIMATORS,
+    FEEDBACK,
     MEASUREMENTS,
     SETTINGS,
     ConvSpec,
@@ -51,12 +53,14 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "epsilon": ("positive number", False),
         "clamp": ("boolean", False),
         "conv": ("conv table", False),
+        "feedback_angle": ("angle in degrees", False),
     },
     "dynamics": {
         "T": ("positive integer", True),
         "K": ("positive integer", True),
         "beta": ("non-zero number", True),
         "estimator": ("estimator", False),
+        "betas": ("β grid", False),
     },
     "data": {
         "source": ("data source", True),
@@ -68,9 +72,19 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "epochs": ("positive integer", False),
         "lrs": ("list of positive numbers", False),
         "test_batch": ("positive integer", False),
+        "feedback": ("feedback", False),
     },
 }
-_TOP = {"description", "measure", "dtype", "presets", "variants", *_SCHEMA}
+_TOP = {
+    "description",
+    "measure",
+    "dtype",
+    "presets",
+    "variants",
+    "select",
+    "overrides",
+    *_SCHEMA,
+}
 # Alternative spellings accepted in task files and --set, renamed before merging (later wins).
 _ALIASES = {"data": {"name": "source"}}
 
@@ -193,6 +207,31 @@ def parse_selector(text: str) -> tuple[str, dict[str, str]]:
     return match["name"], selection
 
 
+def parse_sweep(text: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """`"dynamics.estimator=positive,symmetric"` → ("estimator", {"positive": {"dynamics":
+    {"estimator": "positive"}}, …}): a variant axis named after the last key part, one value per
+    comma-separated item (each TOML, else a string, as in `parse_override`)."""
+    key, sep, raw = text.partition("=")
+    items = [item.strip() for item in raw.split(",")]
+    if not sep or not key.strip() or not all(items) or len(set(items)) != len(items):
+        raise TaskError(
+            "--sweep",
+            text,
+            "KEY=V1,V2,… with a dotted key and distinct values, e.g. "
+            "dynamics.estimator=positive,symmetric",
+            text,
+        )
+    return key.strip().split(".")[-1], {v: parse_override(f"{key}={v}") for v in items}
+
+
+def _selected(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The task's `select` table: the value a bare task name runs for some axes."""
+    select = raw.get("select", {})
+    if not isinstance(select, Mapping) or not all(isinstance(v, str) for v in select.values()):
+        raise TaskError(where, "select", 'a table of axis = "value"', select)
+    return dict(select)
+
+
 def resolve(
     path: Path,
     *,
@@ -200,8 +239,17 @@ def resolve(
     selection: Mapping[str, str] | None = None,
     preset: str = DEFAULT_PRESET,
     overrides: Iterable[str] = (),
+    sweeps: Iterable[str] = (),
 ) -> list[TaskSpec]:
-    """The validated cells of one task file for one preset (all variants matching `selection`)."""
+    """The validated cells of one task file for one preset (all variants matching `selection`).
+
+    The task's `select` table fills in the axes `selection` leaves out; a selection value may
+    hold `*` wildcards (`model=P-*`; `*` alone takes every value of its axis). Each `sweeps` item
+    (`parse_sweep`) adds a variant axis applied after the `--set` `overrides`: every cell runs
+    once per value, named `task[…,axis=value]`. A cell whose configuration has an
+    `overrides.MEASURE` table gives one spec per such measurement (`split_measures`), all under
+    the cell's name; `--set` and `--sweep` apply to each of them after that table.
+    """
     path = Path(path)
     name = name or path.stem
     where = str(path)
@@ -209,40 +257,93 @@ def resolve(
     if preset not in preset_names(raw):
         raise UnknownNameError(f"preset of task {name!r}", preset, preset_names(raw))
     axes = _axes(raw, where)
-    for axis, value in (selection or {}).items():
-        if axis not in axes:
-            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(axes))
-        if value not in axes[axis]:
-            raise UnknownNameError(f"{axis} of task {name!r}", value, list(axes[axis]))
+    swept = dict(parse_sweep(text) for text in sweeps)
+    for axis in swept:
+        if axis in axes:
+            raise TaskError("--sweep", axis, f"an axis not in task {name!r}", "a variant axis")
+    known = {**axes, **swept}
+    for axis, value in {**_selected(raw, where), **(selection or {})}.items():
+        if axis not in known:
+            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(known))
+        if not any(fnmatch.fnmatchcase(v, value) for v in known[axis]):
+            raise UnknownNameError(f"{axis} of task {name!r}", value, list(known[axis]))
+    selection = {**_selected(raw, where), **(selection or {})}
     over = {}
     for text in overrides:
         over = deep_merge(over, canonical(parse_override(text), "--set"))
-    base = canonical({k: v for k, v in raw.items() if k not in ("presets", "variants")}, where)
+    base = canonical(
+        {k: v for k, v in raw.items() if k not in ("presets", "variants", "select")}, where
+    )
     base = deep_merge(base, canonical(_presets_of(raw).get(preset, {}), where))
+    sweep_cells = [
+        tuple(zip(swept, combo, strict=True))
+        for combo in itertools.product(*(list(values) for values in swept.values()))
+    ]
     cells = []
-    for variant in variant_names(raw, where):
-        if any(dict(variant).get(a) != v for a, v in (selection or {}).items()):
+    for variant in (v + s for v in variant_names(raw, where) for s in sweep_cells):
+        if not all(fnmatch.fnmatchcase(dict(variant)[a], v) for a, v in selection.items()):
             continue
         config = base
         for axis, value in variant:
+            if axis in swept:
+                continue
             table = axes[axis][value]
             config = deep_merge(
                 config, canonical({k: v for k, v in table.items() if k != "presets"}, where)
             )
             config = deep_merge(config, canonical(_presets_of(table).get(preset, {}), where))
         config = deep_merge(config, over)
+        # --set and --sweep also win over the task's `overrides.MEASURE` tables
+        last = {k: v for k, v in over.items() if k != "overrides"}
+        for axis, value in variant:
+            if axis in swept:
+                last = deep_merge(last, canonical(swept[axis][value], "--sweep"))
+        config = deep_merge(config, last)
         cell = cell_name(name, variant)
-        cells.append(
-            build_spec(
-                config,
-                name=name,
-                cell=cell,
-                preset=preset,
-                variant=variant,
-                where=f"{where} ({cell}, preset {preset})",
+        where_cell = f"{where} ({cell}, preset {preset})"
+        for part in split_measures(config, where_cell, last=last):
+            cells.append(
+                build_spec(
+                    part, name=name, cell=cell, preset=preset, variant=variant, where=where_cell
+                )
             )
-        )
     return cells
+
+
+_OVERRIDABLE = ("model", "dynamics", "data", "train", "dtype")
+
+
+def split_measures(
+    config: Mapping[str, Any], where: str, *, last: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """A resolved configuration → one configuration per group of measurements: those without an
+    `overrides.MEASURE` table share the configuration (without `overrides`); each measurement
+    with one gets the configuration merged with it and `measure = [MEASURE]` (a table for a
+    measurement the cell does not run is unused). So one cell can run, say, `gdu` with tanh and
+    `train` with sigm (tasks/depth-scaling.toml), and each record holds the configuration its
+    measurement actually ran. `last` (the `--set` and `--sweep`
+    changes) is merged into every configuration after its overrides."""
+    measure = config.get("measure", ["gdu"])
+    over = config.get("overrides", {})
+    plain = {k: v for k, v in config.items() if k != "overrides"}
+    if not over:
+        return [plain]
+    if not isinstance(over, Mapping) or not isinstance(measure, list):
+        raise TaskError(where, "overrides", "tables [overrides.MEASURE]", over)
+    for key, table in over.items():  # one for a measurement the cell does not run is unused
+        if key not in MEASUREMENTS:
+            raise TaskError(where, f"overrides.{key}", f"one of {', '.join(MEASUREMENTS)}", key)
+        if not isinstance(table, Mapping) or set(table) - set(_OVERRIDABLE):
+            raise TaskError(
+                where, f"overrides.{key}", f"a table of {', '.join(_OVERRIDABLE)}", table
+            )
+    shared = [m for m in measure if m not in over]
+    out = [{**plain, "measure": shared}] if shared else []
+    return out + [
+        {**deep_merge(deep_merge(plain, canonical(over[m], where)), last or {}), "measure": [m]}
+        for m in measure
+        if m in over
+    ]
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -268,6 +369,7 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         "activation": ACTIVATIONS,
         "estimator": ESTIMATORS,
         "data source": DATA_SOURCES,
+        "feedback": FEEDBACK,
     }
     if kind in choices:
         if value not in choices[kind]:
@@ -287,6 +389,10 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         if not is_num(value) or value == 0:
             fail("a non-zero number")
         return float(value)
+    elif kind == "angle in degrees":
+        if not is_num(value) or not 0 <= value <= 180:
+            fail("an angle in degrees between 0 and 180")
+        return float(value)
     elif kind == "boolean":
         if not isinstance(value, bool):
             fail("true or false")
@@ -298,6 +404,15 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(is_int(v) and v >= 0 for v in value):
             fail("a list of layer indices (integers ≥ 0)")
         return tuple(value)
+    elif kind == "β grid":
+        if (
+            not isinstance(value, list)
+            or len(value) == 1
+            or not all(is_num(v) and v > 0 for v in value)
+            or len(set(value)) != len(value)
+        ):
+            fail("a list of two or more distinct positive numbers (|β| values; [] = default)")
+        return tuple(float(v) for v in value)
     elif kind == "list of positive numbers":
         if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
             fail("a list of positive numbers")
@@ -440,6 +555,20 @@ def build_spec(
     if any(n > depth for n in model.input_layers):
         raise TaskError(
             where, "model.input_to", f"layer indices between 0 and {depth}", list(model.input_to)
+        )
+    if model.feedback_angle is not None and model.conv is not None:
+        raise TaskError(
+            where,
+            "model.feedback_angle",
+            "no angle for a conv model (fully connected only)",
+            model.feedback_angle,
+        )
+    if train.feedback != "ep" and model.feedback_angle is None:
+        raise TaskError(
+            where,
+            "train.feedback",
+            '"ep" (the default) for a tied model; "frozen" needs model.feedback_angle',
+            train.feedback,
         )
     if model.setting == "P" and model.epsilon != 1.0:
         raise TaskError(
