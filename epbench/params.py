@@ -23,11 +23,24 @@ in layer n (C_{N+1} = the image's channels):
     s0, s{n}     states, shapes (batch, sizes[0]) and (batch, C_n, H_n, W_n) (pooled).
 
 Kernels are initialised like PyTorch `Conv2d`: fan_in = C_{n+1}·k·k, for the kernel and its bias.
+
+Asymmetric models (`model.feedback_angle` = α in degrees, PAPER.md §6.5, §7) add independent
+feedback weights, which replace `W{n}_{n+1}ᵀ` in the drive of layer n+1:
+
+    B{n+1}_{n}   feedback weight from layer n to layer n+1, shape (sizes[n+1], sizes[n]);
+                 layer n+1 receives `B{n+1}_{n} ρ(s^n)`. It belongs to layer n+1 (its row side).
+
+They are drawn after the tied parameters from the same generator, so W, b keep the values of the
+tied model with the same seed: `B = cos α · Wᵀ + sin α · R`, R Gaussian made orthogonal to Wᵀ in
+the Frobenius inner product and rescaled to ‖Wᵀ‖; so ‖B‖ = ‖W‖, the angle between B and Wᵀ is α,
+and α = 0 gives B = Wᵀ exactly.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from dataclasses import replace
 
 import numpy as np
 
@@ -36,7 +49,7 @@ from .spec import ModelSpec
 
 Params = dict[str, np.ndarray]
 
-_NAME = re.compile(r"^(?:W(\d+)_(\d+|x)|b(\d+)|s(\d+))$")
+_NAME = re.compile(r"^(?:W(\d+)_(\d+|x)|B(\d+)_(\d+)|b(\d+)|s(\d+))$")
 
 
 def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
@@ -44,9 +57,12 @@ def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
     if model.conv is not None:
         return _conv_param_shapes(model)
     shapes: dict[str, tuple[int, ...]] = {}
+    asymmetric = model.feedback_angle is not None
     for n, width in enumerate(model.sizes):
         if n < model.depth:
             shapes[f"W{n}_{n + 1}"] = (width, model.sizes[n + 1])
+        if asymmetric and n > 0:
+            shapes[f"B{n}_{n - 1}"] = (width, model.sizes[n - 1])
         if n in model.input_layers:
             shapes[f"W{n}_x"] = (width, model.inputs)
         shapes[f"b{n}"] = (width,)
@@ -85,7 +101,7 @@ def layer_of(name: str) -> int:
     """The layer a canonical parameter or state name belongs to (its row side)."""
     match = _NAME.match(name)
     if match is None:
-        raise TaskError("parameter", "name", "W{n}_{n+1}, W{n}_x, b{n} or s{n}", name)
+        raise TaskError("parameter", "name", "W{n}_{n+1}, W{n}_x, B{n+1}_{n}, b{n} or s{n}", name)
     return int(next(group for group in match.groups() if group is not None and group != "x"))
 
 
@@ -101,22 +117,78 @@ def init_params(model: ModelSpec, *, seed: int, dtype: str = "float64") -> Param
     """Draw canonical initial parameters from `seed`: U(±1/√fan_in), drawn in `param_shapes` order
     (fan_in of a weight: the product of its shape after the first axis, C·k·k for a kernel).
 
-    The same seed gives the same parameters for EP and BPTT and for every backend.
+    The same seed gives the same parameters for EP and BPTT and for every backend. An asymmetric
+    model's feedback weights are drawn afterwards (`feedback_weights`, module doc), so its other
+    parameters equal those of the tied model.
     """
     rng = np.random.default_rng(seed)
+    tied = replace(model, feedback_angle=None)
     params: Params = {}
-    for name, shape in param_shapes(model).items():
+    for name, shape in param_shapes(tied).items():
         if name.startswith("b"):
             fan_in = bias_fan_in(model, layer_of(name))
         else:
             fan_in = int(np.prod(shape[1:]))
         bound = 1.0 / np.sqrt(fan_in)
         params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
-    return params
+    if model.feedback_angle is None:
+        return params
+    drawn = feedback_weights(model, params, rng=rng)
+    return {name: (params | drawn)[name].astype(dtype) for name in param_shapes(model)}
 
 
-def learning_rates(model: ModelSpec, lrs: tuple[float, ...]) -> dict[str, float]:
-    """Map per-layer learning rates (output first, PAPER.md §5) to canonical parameter names."""
+def feedback_partner(name: str) -> str:
+    """The forward weight whose transpose a feedback weight replaces: B{n+1}_{n} → W{n}_{n+1}."""
+    match = _NAME.match(name)
+    if match is None or match.group(3) is None:
+        raise TaskError("parameter", "name", "a feedback weight B{n+1}_{n}", name)
+    return f"W{match.group(4)}_{match.group(3)}"
+
+
+def feedback_names(model: ModelSpec) -> list[str]:
+    """The feedback weights `B{n+1}_{n}` of an asymmetric model (empty for a tied model)."""
+    return [name for name in param_shapes(model) if name.startswith("B")]
+
+
+def feedback_weights(
+    model: ModelSpec, params: Params, *, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """`B = cos α · Wᵀ + sin α · R` for each feedback weight (module doc), in float64.
+
+    In: the model (α = `model.feedback_angle` in degrees), its forward weights `W{n}_{n+1}` in
+    `params`, and the generator to draw R from (one standard normal array per B, in order).
+    """
+    alpha = math.radians(float(model.feedback_angle or 0.0))
+    out = {}
+    for name in feedback_names(model):
+        forward = np.asarray(params[feedback_partner(name)], dtype=np.float64).T
+        draw = rng.standard_normal(forward.shape)
+        draw -= np.vdot(draw, forward) / np.vdot(forward, forward) * forward
+        draw *= np.linalg.norm(forward) / np.linalg.norm(draw)
+        out[name] = math.cos(alpha) * forward + math.sin(alpha) * draw
+    return out
+
+
+def feedback_angles_deg(params: dict[str, np.ndarray]) -> dict[str, float]:
+    """The angle in degrees between each feedback weight `B{n+1}_{n}` in `params` and the
+    transpose of its forward partner `W{n}_{n+1}` (Frobenius inner product); {} for a tied model.
+    """
+    out = {}
+    for name in sorted(k for k in params if k.startswith("B")):
+        b = np.asarray(params[name], dtype=np.float64)
+        w = np.asarray(params[feedback_partner(name)], dtype=np.float64).T
+        cos = np.vdot(b, w) / (np.linalg.norm(b) * np.linalg.norm(w))
+        out[name] = math.degrees(math.acos(min(1.0, max(-1.0, float(cos)))))
+    return out
+
+
+def learning_rates(
+    model: ModelSpec, lrs: tuple[float, ...], *, feedback: str = "ep"
+) -> dict[str, float]:
+    """Map per-layer learning rates (output first, PAPER.md §5) to canonical parameter names.
+
+    A feedback weight `B{n+1}_{n}` gets the rate of its layer n+1, or 0 with `feedback="frozen"`
+    (`TrainSpec.feedback`): the training steps then leave it at its initial value."""
     if len(lrs) != len(model.sizes):
         raise TaskError(
             "task",
@@ -124,4 +196,8 @@ def learning_rates(model: ModelSpec, lrs: tuple[float, ...]) -> dict[str, float]
             f"{len(model.sizes)} learning rates (one per layer, output first)",
             list(lrs),
         )
-    return {name: float(lrs[layer_of(name)]) for name in param_shapes(model)}
+    frozen = feedback == "frozen"
+    return {
+        name: 0.0 if frozen and name.startswith("B") else float(lrs[layer_of(name)])
+        for name in param_shapes(model)
+    }

@@ -5,8 +5,10 @@ clamping, and a small P-conv with padding and max-pooling), and for every (model
 the backend does not decline through `unsupported()` checks that the backend honours the contract
 of `epbench.protocols`: parameter round trips, phase
 composition, trace names and shapes, the symmetric estimator, the training steps against the traces,
-prediction, determinism, BPTT against finite differences — and, in float64 on the EB models,
-the GDU theorem itself.
+prediction, determinism, BPTT against finite differences, the optional RTRL gradient against BPTT
+(when the network has `rtrl_gradient`) — and, in float64 on the tied EB models, the GDU theorem
+itself. A P-setting model with independent feedback weights (`feedback_angle`) is among the cases:
+a backend that does not implement it must decline it through `unsupported()`.
 
 Use it from a plugin's own tests::
 
@@ -81,6 +83,15 @@ CASES = (
         ),
         T=40,
         K=6,
+    ),
+    Case(
+        name="P-2h-asymmetric",
+        # independent feedback weights B1_0, B2_1 at 30° to W0_1ᵀ, W1_2ᵀ (vector-field dynamics)
+        model=ModelSpec(
+            setting="P", inputs=7, sizes=(4, 6, 5), activation="sigm", feedback_angle=30.0
+        ),
+        T=60,
+        K=8,
     ),
 )
 
@@ -234,6 +245,17 @@ class _Checker:
             f"{self.where}: Σ_t ∇BPTT_θ · d = {analytic:.8e}, finite difference {numeric:.8e}"
         )
 
+    def rtrl(self) -> None:
+        """The optional `rtrl_gradient` (forward-mode, PAPER.md §6.3) equals Σ_t ∇BPTT_θ(t)."""
+        case, net, p = self.case, self.net, self.fresh()
+        mid, _ = net.free_phase(p, self.x, steps=case.T - case.K)
+        bptt = net.bptt_trace(p, self.x, self.y, start=mid, steps=case.K)
+        rtrl = net.rtrl_gradient(p, self.x, self.y, start=mid, steps=case.K)
+        assert set(rtrl) == set(self.p_np), f"{self.where}: rtrl_gradient keys {sorted(rtrl)}"
+        for name, value in bptt.items():
+            if name in self.p_np:
+                _close(f"{self.where}: RTRL vs Σ_t ∇BPTT {name}", rtrl[name], value.sum(0), 1e-9)
+
     def theorem(self) -> None:
         """GDU (PAPER.md §2): at the fixed point, ΔEP → −∇BPTT, error O(β) and O(β²) symmetric."""
         case, net, p = self.case, self.net, self.fresh()
@@ -282,8 +304,11 @@ def check_backend(
                 checker.training_steps(traces)
                 if dtype == "float64":
                     checker.bptt_gradient()
-                if dtype == "float64" and case.model.setting == "EB" and not case.model.clamp:
-                    checker.theorem()
+                    if hasattr(checker.net, "rtrl_gradient"):
+                        checker.rtrl()
+                exact = case.model.setting == "EB" and case.model.feedback_angle is None
+                if dtype == "float64" and exact and not case.model.clamp:
+                    checker.theorem()  # F = ∂Φ/∂s: tied EB dynamics without clamping
                 report.append(f"ran: {label}")
     assert any(line.startswith("ran") for line in report), (
         f"{backend.name}: every conformance case was declined: {report}"

@@ -341,6 +341,8 @@ class NumpyBackend:
             return "numpy-example does not clamp states (clamping belongs to EB training runs)"
         if model.conv is not None:
             return "numpy-example implements fully connected models only, not conv models"
+        if model.feedback_angle is not None:
+            return "numpy-example implements tied feedback only (no feedback_angle)"
         return None
 
     def build(self, model: ModelSpec, *, dtype: str, device: str) -> NumpyNetwork:

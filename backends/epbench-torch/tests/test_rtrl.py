@@ -1,0 +1,67 @@
+"""RTRL in torch (`epbench_torch.rtrl`): forward-mode truncated gradient = BPTT's (float64)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from epbench_torch import TorchBackend
+from epbench_torch.rtrl import TorchRtrlNetwork
+
+from epbench.params import init_params
+from epbench.spec import ModelSpec
+
+MODELS = {
+    "toy": (ModelSpec(setting="EB", inputs=5, sizes=(10, 50), input_to=(0, 1), epsilon=0.08), 1),
+    "P-20-30-10": (ModelSpec(setting="P", inputs=20, sizes=(10, 30)), 20),
+    "P-20-30-10-asym": (ModelSpec(setting="P", inputs=20, sizes=(10, 30), feedback_angle=45.0), 8),
+    "EB-2h-sigm-clamp": (
+        ModelSpec(setting="EB", inputs=6, sizes=(4, 7, 5), activation="sigm", clamp=True),
+        3,
+    ),
+}
+T, K = 60, 12
+
+
+def rel(a, b) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_rtrl_equals_the_truncated_bptt_gradient(name):
+    """Σ_t ∇BPTT_θ(t) from one backward pass = RTRL's forward-in-time gradient, to 1e-10."""
+    model, batch = MODELS[name]
+    net = TorchBackend().build(model, dtype="float64", device="cpu")
+    assert hasattr(net, "rtrl_gradient")
+    params = init_params(model, seed=4)
+    rng = np.random.default_rng(0)
+    x = rng.random((batch, model.inputs))
+    y = np.eye(model.outputs)[rng.integers(0, model.outputs, batch)]
+    p = net.load(params)
+    mid, _ = net.free_phase(p, x, steps=T - K)
+    bptt = net.bptt_trace(p, x, y, start=mid, steps=K)
+    rtrl = net.rtrl_gradient(p, x, y, start=mid, steps=K)
+    assert set(rtrl) == set(params)
+    for key, value in rtrl.items():
+        assert value.shape == params[key].shape
+        assert rel(value, bptt[key].sum(0)) < 1e-10, key
+    assert any(np.abs(v).max() > 0 for v in rtrl.values())
+
+
+def test_rtrl_zero_steps_and_float32():
+    model, batch = MODELS["P-20-30-10"]
+    backend = TorchBackend()
+    net = backend.build(model, dtype="float32", device="cpu")
+    assert isinstance(net, TorchRtrlNetwork)
+    params = init_params(model, seed=1, dtype="float32")
+    rng = np.random.default_rng(2)
+    x = rng.random((batch, model.inputs)).astype("float32")
+    y = np.eye(model.outputs, dtype="float32")[rng.integers(0, model.outputs, batch)]
+    p = net.load(params)
+    mid, _ = net.free_phase(p, x, steps=T - K)
+    zero = net.rtrl_gradient(p, x, y, start=mid, steps=0)
+    assert all(not v.any() and v.dtype == np.float32 for v in zero.values())
+    bptt = net.bptt_trace(p, x, y, start=mid, steps=K)
+    rtrl = net.rtrl_gradient(p, x, y, start=mid, steps=K)
+    for key, value in rtrl.items():
+        assert value.dtype == np.float32
+        assert rel(value, bptt[key].sum(0)) < 1e-4, key
