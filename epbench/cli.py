@@ -5,8 +5,11 @@
     epbench run TASK… [options]          run cells, print tables, append JSONL records
     epbench parity TASK… --backend a,b   the same cells on several backends, differences
     epbench table RESULTS… [--against paper]   tables from records (files or folders)
+    epbench table RESULTS… --pivot KEY [--metric M]   one metric, the values of KEY as columns
     epbench plot RESULTS… [--out DIR]    figures (needs the `plot` extra: matplotlib)
     epbench report RESULTS… --out DIR   one Markdown + HTML page with tables and figures
+    epbench compare OLD NEW              speed records before/after; exit 1 on a regression
+    epbench profile TASK… [--algorithm]  where a training step's time goes (cProfile, profiler)
 
 Bad input (unknown names, invalid task files, malformed data) prints one line and exits with 2.
 """
@@ -21,12 +24,17 @@ from pathlib import Path
 from tabulate import tabulate
 
 from .errors import EpbenchError
+from .executors import EXECUTORS, make_executor
 from .figures_cli import add_commands, run_command
 from .parity import run_parity
+from .pivot import METRICS as PIVOT_METRICS
+from .pivot import pivot_table
 from .registry import Registry
 from .results import RecordWriter, read_records
 from .runner import RunOptions, run_matrix
 from .spec import DTYPES
+from .speed_cli import add_commands as add_speed_commands
+from .speed_cli import run_command as run_speed_command
 from .tables import AGAINST, format_record, overview, parity_table
 from .tasks import DEFAULT_PRESET, parse_selector, preset_names, read_task_file, resolve
 from .tasks import variant_names as _variants
@@ -51,6 +59,14 @@ def _cell_arguments(parser: argparse.ArgumentParser, *, backend_help: str) -> No
         default=[],
         metavar="KEY=VALUE",
         help="override a task field, e.g. dynamics.T=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2…",
+        help="run every cell once per value, as a variant axis named after the key's last part, "
+        "e.g. dynamics.estimator=positive,symmetric (repeatable)",
     )
     parser.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     parser.add_argument("--data-dir", type=Path, help="folder holding the dataset files")
@@ -82,10 +98,36 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--resume",
         action="store_true",
-        help="training: continue each run from its last epoch checkpoint (beside the records)",
+        help="skip cells with an ok record in --out (same config, backend, seed, preset); "
+        "training cells continue from their last epoch checkpoint",
     )
     run.add_argument(
         "--quiet", action="store_true", help="print only the summary table (no progress bar)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="where cells run: local worker subprocesses (default), a Dask cluster, or inline "
+        "in this process (no isolation)",
+    )
+    run.add_argument(
+        "--jobs",
+        type=int,
+        metavar="N",
+        help="cells at once: local workers, or the workers of a Dask LocalCluster (default 1)",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="Dask scheduler address, e.g. tcp://host:8786 (default: a LocalCluster)",
+    )
+    run.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run a failed cell (backend error, worker died) up to N more times (default 0)",
     )
     parity = sub.add_parser(
         "parity", help="compare backends on the same cells, parameters and batch"
@@ -104,7 +146,21 @@ def _parser() -> argparse.ArgumentParser:
         choices=AGAINST,
         help="training records beside the paper's reported errors (PAPER.md §5, Table 1)",
     )
+    table.add_argument(
+        "--pivot",
+        metavar="KEY",
+        help="one table with the values of KEY as columns: a record field (depth, estimator, "
+        "angle, backend), a variant axis, or a config path (dynamics.estimator)",
+    )
+    table.add_argument(
+        "--metric",
+        default="cosine",
+        metavar="NAME",
+        help=f"what --pivot shows: {', '.join(PIVOT_METRICS)}, or a dotted path into the "
+        "records (metrics.gdu.W0_1.rmse); default cosine",
+    )
     add_commands(sub)
+    add_speed_commands(sub)
     return parser
 
 
@@ -150,7 +206,9 @@ def select_cells(registry: Registry, args: argparse.Namespace) -> list:
                 raise EpbenchError(
                     f"task file {text}: expected a readable TOML file, found nothing"
                 )
-            cells += resolve(path, preset=args.preset, overrides=args.set)
+            cells += resolve(
+                path, preset=args.preset, overrides=args.set, sweeps=getattr(args, "sweep", ())
+            )
             continue
         name, selection = parse_selector(text)
         cells += resolve(
@@ -159,6 +217,7 @@ def select_cells(registry: Registry, args: argparse.Namespace) -> list:
             selection=selection,
             preset=args.preset,
             overrides=args.set,
+            sweeps=getattr(args, "sweep", ()),
         )
     return cells
 
@@ -220,11 +279,25 @@ def cmd_run(registry: Registry, args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    records = run_matrix(
-        cells, backends, options=options, writer=writer, on_record=show, progress=progress
-    )
+    if args.retries < 0:
+        raise EpbenchError(f"--retries: expected an integer ≥ 0, found {args.retries}")
+    executor = make_executor(args.executor, jobs=args.jobs, scheduler=args.scheduler)
+    try:
+        records = run_matrix(
+            cells,
+            backends,
+            options=options,
+            writer=writer,
+            executor=executor,
+            retries=args.retries,
+            on_record=show,
+            progress=progress,
+        )
+    finally:
+        executor.close()
     print(overview(records))
-    print(f"\nrecords appended to {writer.path}")
+    written = writer.path.exists()
+    print(f"\nrecords appended to {writer.path}" if written else "\nno new records")
     return 1 if any(r["status"] in ("failed", "diverged") for r in records) else 0
 
 
@@ -257,6 +330,9 @@ def cmd_table(args: argparse.Namespace) -> int:
     if args.detail:
         for record in records:
             print(format_record(record) + "\n")
+    if args.pivot:
+        print(pivot_table(records, key=args.pivot, metric=args.metric))
+        return 0
     print(overview(records, against=args.against))
     return 0
 
@@ -265,6 +341,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if (code := run_command(args)) is not None:
+            return code
+        if (code := run_speed_command(args)) is not None:
             return code
         if args.command == "table":
             return cmd_table(args)

@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .pivot import depth_table, has_depths, sweep_table
 from .plots import MissingExtraError, Plot, batch_size, figures, save
+from .rtrl import rtrl_table
+from .speed_report import memory_table, speed_table
 from .tables import (
     format_record,
     layer_table,
@@ -278,6 +281,7 @@ def build_blocks(
     contents = [
         ("GDU runs", "gdu", gdu),
         ("Training runs", "training", train),
+        *((title, anchor, [table]) for title, anchor, table in _measurement_tables(records)),
         ("Parity", "parity", parity),
         ("Figures across runs", "figures", across),
         ("Environments", "environments", envs),
@@ -334,6 +338,10 @@ def build_blocks(
         blocks.append(Para(f"Runs: {_links(train, records)}."))
         for i in train:
             run_section(i)
+    measured = _measurement_tables(records)
+    for title, anchor, table in measured:
+        blocks.append(Heading(2, title, anchor))
+        blocks.append(Table(table))
     if parity:
         blocks.append(Heading(2, "Parity", "parity"))
         blocks.append(Table(parity_table([records[i] for i in parity])))
@@ -354,6 +362,27 @@ def build_blocks(
         blocks.append(Heading(2, "Not drawn", "notes"))
         blocks.append(Bullets(tuple(notes)))
     return blocks
+
+
+def _measurement_tables(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(title, anchor, Markdown table) of the speed, memory-vs-K, β-sweep and per-depth tables,
+    for the records that have them (epbench.speed_report, epbench.pivot)."""
+    records = list(records)
+    out = []
+    speed = [r for r in records if r.get("measurement") == "speed"]
+    memory = [r for r in records if r.get("measurement") == "memory"]
+    sweeps = [r for r in records if r.get("measurement") == "beta-sweep"]
+    if speed:
+        out.append(("Speed (one training step)", "speed", speed_table(speed)))
+    if memory:
+        out.append(("Peak memory against K", "memory", memory_table(memory)))
+    if sweeps:
+        out.append(("β sweep (error against BPTT)", "beta-sweep", sweep_table(sweeps)))
+    if has_depths(records):
+        out.append(("By depth", "depth", depth_table(records)))
+    if any(r.get("measurement") == "rtrl" for r in records):
+        out.append(("RTRL, BPTT and EP", "rtrl", rtrl_table(list(records))))
+    return out
 
 
 def _env_table(env: dict[str, Any]) -> str:

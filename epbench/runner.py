@@ -7,6 +7,11 @@ Seeds: the canonical parameters come from `init_params(model, seed=seed)`; toy d
 `seed + TOY_DATA_OFFSET`; the random-sign estimator's sign from `default_rng([seed, 2])` (in
 training: per batch, from `[seed, 2, epoch]`). So EP and BPTT, and every backend, see identical
 weights and batches for the same seed.
+
+`run_matrix` is the coordinator of a matrix: it checks the data, hands each cell to an executor
+(epbench.executors: in this process, local worker subprocesses, or a Dask cluster) as a picklable
+`CellJob` that the worker runs through `run_measurement`, retries failed cells, skips cells with an
+`ok` record on `--resume`, reports progress, and writes every record itself, atomically.
 """
 
 from __future__ import annotations
@@ -16,30 +21,34 @@ import resource
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import data as datasets
 from .checkpoint import checkpoint_path
 from .errors import EpbenchError
-from .metrics import gdu_metrics
+from .metrics import gdu_metrics, signal_metrics
 from .params import init_params
 from .protocols import Backend, Network
-from .results import SCHEMA_VERSION, RecordWriter, environment
+from .results import SCHEMA_VERSION, RecordWriter, cell_key, environment, ok_records
 from .spec import TaskSpec
 from .tasks import config_hash
 from .training import (
     ALGORITHMS,
     TrainingData,
-    load_training_data,
     paired_difference,
     run_key,
     train_algorithm,
 )
+
+if TYPE_CHECKING:
+    from .executors import CellJob, Executor
 
 TOY_DATA_OFFSET = 10_000
 
@@ -152,6 +161,8 @@ def base_record(
         "device": options.device,
         "dtype": dtype,
         "estimator": spec.dynamics.estimator,
+        "depth": spec.model.depth,
+        "angle": getattr(spec.model, "feedback_angle", None),
         "beta_used": beta,
         "symmetric": symmetric,
         "seed": options.seed,
@@ -207,7 +218,11 @@ def run_gdu(
     record.update(timings=timings, peak_memory_bytes=_peak_rss_bytes())
     if not (_finite(first.ep) and _finite(first.bptt)) or not math.isfinite(first.residual):
         return {**record, "status": "diverged", "reason": "non-finite states or traces"}
-    record["metrics"] = {"residual": first.residual, "gdu": gdu_metrics(first.bptt, first.ep)}
+    record["metrics"] = {
+        "residual": first.residual,
+        "gdu": gdu_metrics(first.bptt, first.ep),
+        **signal_metrics(first.bptt, first.ep),
+    }
     if options.save_traces:
         record["traces"] = save_traces(writer, record, params_np, x, y, first)
     return {**record, "status": "ok", "reason": None}
@@ -329,7 +344,8 @@ def run_train(
     return {**record, "status": "ok", "reason": None}
 
 
-BATCH_MEASUREMENTS = ("gdu",)  # measurements that run on one mini-batch (`load_batch`)
+# run on one mini-batch (`load_batch`)
+BATCH_MEASUREMENTS = ("gdu", "speed", "memory", "beta-sweep", "rtrl")
 
 
 def run_measurement(
@@ -346,6 +362,20 @@ def run_measurement(
     `BATCH_MEASUREMENTS`, the `TrainingData` for `train`."""
     if measure == "train":
         return run_train(spec, backend, inputs, options, writer, env)
+    if measure == "beta-sweep":  # epbench.sweep (it imports this module)
+        from .sweep import run_beta_sweep
+
+        return run_beta_sweep(spec, backend, inputs, options, writer, env)
+    if measure == "rtrl":  # epbench.rtrl (it imports this module)
+        from .rtrl import run_rtrl
+
+        return run_rtrl(spec, backend, inputs, options, writer, env)
+    if measure in ("speed", "memory"):  # epbench.speed, epbench.memory_sweep (they import this)
+        from .memory_sweep import run_memory
+        from .speed import run_speed
+
+        run = run_speed if measure == "speed" else run_memory
+        return run(spec, backend, inputs, options, writer, env)
     return run_gdu(spec, backend, inputs, options, writer, env)
 
 
@@ -355,57 +385,156 @@ def run_matrix(
     *,
     options: RunOptions,
     writer: RecordWriter,
+    executor: Executor | None = None,
+    retries: int = 0,
     on_record: Callable[[dict[str, Any]], None] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run every cell on every backend for every seed, each measurement of the cell's task,
-    appending each record to `writer` as soon as it is done.
+    """Run every cell on every backend for every seed, each measurement of the cell's task, on
+    `executor` (default: in this process, one cell after the other; epbench.executors), writing
+    each record to `writer` from this process as soon as its cell ends.
 
-    Datasets are loaded before the first cell runs, so a missing dataset stops the run before any
-    work; a backend failure inside a cell is recorded as `failed`, a diverging training run as
-    `diverged`, and the matrix goes on.
+    Datasets are loaded here before the first cell runs, so a missing dataset stops the run before
+    any work. A backend failure inside a cell, or the death of the worker running it, is recorded
+    as `failed` and the cell is run again up to `retries` more times (its record says how many
+    `attempts`); a diverging training run is recorded as `diverged`; the matrix goes on. An
+    `EpbenchError` raised in a cell (a refused checkpoint, an unknown backend) stops the run.
+
+    With `options.resume`, a cell with an `ok` record in `writer.folder` (same cell, preset,
+    configuration hash, measurement, backend, device, dtype and seed: `results.record_key`) is
+    not run again, and that record stands in for it; the other cells run (training ones from their
+    last checkpoint). Returns the records in matrix order. `progress` gets the lines of
+    `executors.progress.MatrixProgress`, `on_record` each new record.
     """
+    from .executors import CellJob, plugin_knobs  # lazy: the executors import this module
+    from .executors.inline import InlineExecutor
+    from .executors.progress import MatrixProgress
+
     cells, backends = list(cells), list(backends)
     seeds = tuple(options.seeds) or (options.seed,)
-    env = environment()
-    batches: dict[tuple, tuple] = {}
-    train_data: dict[tuple, TrainingData] = {}
+    own = executor is None
+    executor = executor if executor is not None else InlineExecutor()
+    try:
+        _check_data(cells, seeds, options, keep=executor.in_process)
+        env = {**environment(), "executor": executor.name}
+        select, block = plugin_knobs()
+        parallel = executor.slots() > 1
+        bars_off = options.quiet or parallel or not executor.terminal
+        matrix = [
+            (spec, backend, seed, measure)
+            for spec in cells
+            for backend in backends
+            for seed in seeds
+            for measure in spec.measure
+        ]
+        jobs = [
+            CellJob(
+                index=i,
+                spec=spec,
+                backend=backend.name,
+                measure=measure,
+                options=replace(options, seed=seed, quiet=bars_off),
+                records=writer.path,
+                env=env,
+                select=select,
+                block=block,
+            )
+            for i, (spec, backend, seed, measure) in enumerate(matrix)
+        ]
+        records: list[dict[str, Any] | None] = [None] * len(jobs)
+        if options.resume:
+            done = ok_records(writer.folder)
+            records = [done.get(_key(*cell, options)) for cell in matrix]
+        todo = deque(i for i, record in enumerate(records) if record is None)
+        meter = MatrixProgress(len(todo), parallel=parallel, emit=progress)
+        if progress and len(todo) < len(jobs):
+            progress(f"{len(jobs) - len(todo)} of {len(jobs)} cells have ok records: not run again")
+        attempts = [0] * len(jobs)
+        running: dict[Future, int] = {}
+        try:
+            while todo or running:
+                while todo and len(running) < executor.slots():
+                    i = todo.popleft()
+                    attempts[i] += 1
+                    meter.started(jobs[i].label)
+                    running[executor.submit(jobs[i], matrix[i][1])] = i
+                finished, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+                for future in sorted(finished, key=running.__getitem__):
+                    i = running.pop(future)
+                    record = _cell_record(future, jobs[i], matrix[i][1], env, executor.in_process)
+                    if record["status"] == "failed" and attempts[i] <= retries:
+                        meter.ended(jobs[i].label, "failed", retry=f"attempt {attempts[i] + 1}")
+                        todo.appendleft(i)
+                        continue
+                    record["attempts"] = attempts[i]
+                    writer.write(record)
+                    records[i] = record
+                    meter.ended(jobs[i].label, record["status"])
+                    if on_record:
+                        on_record(record)
+        finally:
+            for future in running:
+                future.cancel()
+        return [record for record in records if record is not None]
+    finally:
+        if own:
+            executor.close()
+
+
+POLL_SECONDS = 5.0  # how often run_matrix looks for new cluster workers while cells run
+
+
+def _check_data(
+    cells: list[TaskSpec], seeds: tuple[int, ...], options: RunOptions, *, keep: bool
+) -> None:
+    """Load every dataset the matrix needs once (a DataError stops the run before any cell);
+    `keep` them in this process's cache when the cells run here."""
+    from .executors.cell import cell_inputs, input_key, load_inputs
+
+    checked = set()
     for spec in cells:
         dtype = options.dtype or spec.dtype
-        if any(m in BATCH_MEASUREMENTS for m in spec.measure):
-            for seed in seeds:
-                key = (spec.cell, dtype, seed if spec.data.source == "toy" else None)
-                if key not in batches:
-                    batches[key] = load_batch(
-                        spec, seed=seed, dtype=dtype, data_dir=options.data_dir
-                    )
-        if "train" in spec.measure:
-            key = (spec.data.source, spec.data.subset, dtype)
-            if key not in train_data:
-                train_data[key] = load_training_data(spec, dtype=dtype, data_dir=options.data_dir)
-    jobs = [
-        (spec, backend, seed, measure)
-        for spec in cells
-        for backend in backends
-        for seed in seeds
-        for measure in spec.measure
-    ]
-    records = []
-    for i, (spec, backend, seed, measure) in enumerate(jobs, 1):
-        dtype = options.dtype or spec.dtype
-        if progress:
-            extra = (f" seed {seed}" if len(seeds) > 1 else "") + (
-                f" ({measure})" if measure != "gdu" else ""
-            )
-            progress(f"[{i}/{len(jobs)}] {spec.cell} on {backend.name}{extra}")
-        opts = replace(options, seed=seed)
-        if measure == "train":
-            inputs = train_data[(spec.data.source, spec.data.subset, dtype)]
-        else:
-            inputs = batches[(spec.cell, dtype, seed if spec.data.source == "toy" else None)]
-        record = run_measurement(measure, spec, backend, inputs, opts, writer, env)
-        writer.write(record)
-        records.append(record)
-        if on_record:
-            on_record(record)
-    return records
+        for measure, seed in ((m, s) for m in spec.measure for s in seeds):
+            key = input_key(spec, measure, seed=seed, dtype=dtype, data_dir=options.data_dir)
+            if key is not None and key not in checked:
+                checked.add(key)
+                load = cell_inputs if keep else load_inputs
+                load(spec, measure, seed=seed, dtype=dtype, data_dir=options.data_dir)
+
+
+def _key(spec: TaskSpec, backend: Backend, seed: int, measure: str, options: RunOptions) -> tuple:
+    """`results.record_key` of the record this cell will have."""
+    return cell_key(
+        cell=spec.cell,
+        preset=spec.preset,
+        config_hash=config_hash(spec.config),
+        measurement=measure,
+        backend=backend.name,
+        device=options.device,
+        dtype=options.dtype or spec.dtype,
+        seed=seed,
+    )
+
+
+def _cell_record(
+    future: Future, job: CellJob, backend: Backend, env: dict[str, Any], in_process: bool
+) -> dict[str, Any]:
+    """The record a finished cell job gives: the worker's, or a `failed` one when the worker
+    died or could not run it. An `EpbenchError` (raised here, or sent back as text) stops the run,
+    and so does any other exception of a cell run `in_process` (there is no worker to lose).
+    """
+    try:
+        outcome = future.result()
+    except EpbenchError:
+        raise
+    except Exception as err:  # BrokenProcessPool, KilledWorker, a worker's import error, …
+        if in_process:
+            raise
+        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
+        dtype = job.options.dtype or job.spec.dtype
+        record = base_record(job.spec, backend, job.options, dtype, env)
+        record["measurement"] = job.measure
+        return {**record, "status": "failed", "reason": f"worker lost: {detail}"}
+    if outcome.error is not None:
+        raise EpbenchError(outcome.error)
+    return outcome.record

@@ -15,8 +15,9 @@ SETTINGS = ("EB", "P")
 ACTIVATIONS = ("tanh", "sigm", "hardsigm")
 ESTIMATORS = ("positive", "negative", "symmetric", "random-sign")
 DTYPES = ("float32", "float64")
-MEASUREMENTS = ("gdu", "train")
+MEASUREMENTS = ("gdu", "train", "rtrl", "speed", "memory", "beta-sweep")
 DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
+FEEDBACK = ("ep", "frozen")  # TrainSpec.feedback: how independent feedback weights learn
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,6 +81,11 @@ class ModelSpec:
                 layers (P setting, the input feeding layer N only): s⁰ is the fully connected
                 output, s¹ … sᴺ the pooled conv layers from the output side (sᴺ next to the
                 input), and `sizes` their flattened widths, `conv.sizes(outputs)`; `depth` = N.
+    feedback_angle
+                None: tied feedback, layer n+1 receives `W{n}_{n+1}ᵀ` (PAPER.md §3). A number α in
+                degrees: asymmetric ("vector-field") dynamics, PAPER.md §6.5 and §7: layer n+1
+                receives independent feedback weights `B{n+1}_{n}`, initialised at the angle α
+                to `W{n}_{n+1}ᵀ` (`epbench.params.init_params`). Fully connected models only.
     """
 
     setting: str
@@ -90,6 +96,7 @@ class ModelSpec:
     epsilon: float = 1.0
     clamp: bool = False
     conv: ConvSpec | None = None
+    feedback_angle: float | None = None
 
     @property
     def depth(self) -> int:
@@ -112,12 +119,15 @@ class DynamicsSpec:
 
     estimator   "positive" (+β), "negative" (−β), "symmetric" (±β, half the difference, O(β²) bias)
                 or "random-sign" (the sign of β drawn per batch from the seed).
+    betas       the |β| grid of the `beta-sweep` measurement (epbench.sweep); empty: its default
+                log grid `sweep.DEFAULT_BETAS`. Other measurements use `beta` only.
     """
 
     T: int
     K: int
     beta: float
     estimator: str = "positive"
+    betas: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,11 +150,17 @@ class DataSpec:
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
     """Plain SGD settings (PAPER.md §5). `lrs` are listed from the output layer towards the input:
-    `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`)."""
+    `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`, and the
+    feedback weights `B{n}_{n-1}` of an asymmetric model).
+
+    feedback   asymmetric models only: "ep" (the feedback weights learn, by their own EP update in
+               EP and by their gradient in BPTT) or "frozen" (they keep their initial values in
+               both algorithms)."""
 
     epochs: int = 1
     lrs: tuple[float, ...] = ()
     test_batch: int = 1000
+    feedback: str = "ep"
 
 
 @dataclass(frozen=True, kw_only=True)

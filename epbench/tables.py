@@ -10,6 +10,9 @@ from typing import Any
 from tabulate import tabulate
 
 from .params import layer_of
+from .pivot import depth_table, format_sweep_record, has_depths, sweep_table
+from .rtrl import rtrl_table
+from .speed_report import format_speed_record, speed_parts
 
 
 def _num(value: Any, fmt: str = ".4f") -> str:
@@ -87,6 +90,10 @@ def format_record(record: dict[str, Any]) -> str:
     their per-epoch curves (`format_train_record`)."""
     if record.get("measurement") == "train":
         return format_train_record(record)
+    if record.get("measurement") in ("speed", "memory"):
+        return format_speed_record(record)
+    if record.get("measurement") == "beta-sweep":
+        return format_sweep_record(record)
     head = (
         f"{record['cell']} · {record['backend']} · {record['dtype']} · seed {record['seed']}"
         f" · preset {record['preset']} · {record['status']}"
@@ -415,13 +422,26 @@ def overview(records: list[dict[str, Any]], *, against: str | None = None) -> st
     """What `epbench run` and `epbench table` print: the GDU summary (when there are GDU records),
     the training table, the seed summary (when a run has several seeds), and with
     `against="paper"` our Table 1 beside the paper's."""
-    gdu = [r for r in records if r.get("measurement") != "train"]
+    skip = ("train", "speed", "memory", "beta-sweep", "rtrl")
+    gdu = [r for r in records if r.get("measurement") not in skip]
     train = [r for r in records if r.get("measurement") == "train"]
-    parts = [summary_table(gdu)] if gdu or not train else []
+    speed = speed_parts(records)  # epbench.speed_report
+    sweeps = [r for r in records if r.get("measurement") == "beta-sweep"]
+    rtrl = [r for r in records if r.get("measurement") == "rtrl"]
+    parts = [summary_table(gdu)] if gdu or not (train or speed or sweeps or rtrl) else []
+    if rtrl:  # epbench.rtrl
+        parts.append(
+            "RTRL, BPTT and EP on the same batch (steady time, memory):\n" + rtrl_table(rtrl)
+        )
+    if sweeps:  # epbench.pivot
+        parts.append("β sweep (error against BPTT, log-log slopes):\n" + sweep_table(sweeps))
     if train:
         parts.append(train_table(train))
         if any(len(by_seed) > 1 for by_seed in seed_groups(train).values()):
             parts.append("over seeds (final epoch):\n" + seed_summary_table(train))
+    parts += speed
+    if has_depths(records):  # epbench.pivot: gdu and train joined per depth
+        parts.append("by depth:\n" + depth_table(records))
     if against == "paper":
         parts.append("against the paper (PAPER.md §5, Table 1):\n" + paper_table(train))
     return "\n\n".join(parts)

@@ -9,6 +9,8 @@ from importlib.metadata import PackageNotFoundError, version
 from epbench.errors import BackendError
 from epbench.spec import ACTIVATIONS, DTYPES, ModelSpec
 
+from . import throughput
+
 PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}  # epbench device → jax platform
 
 
@@ -38,6 +40,10 @@ class JaxBackend:
     JaxConvNetwork`s (P-conv): whole phases under `jax.jit`, CPU or GPU."""
 
     name = "jax"
+    # Optional measurement methods (epbench.peak, `epbench run speed`).
+    op_seconds = staticmethod(throughput.op_seconds)
+    memory_stats = staticmethod(throughput.memory_stats)
+    profile_summary = staticmethod(throughput.profile_summary)
 
     def versions(self) -> dict[str, str]:
         out = {}
@@ -67,6 +73,8 @@ class JaxBackend:
             return f"jax backend: unknown activation {model.activation!r}"
         if model.conv is not None and model.setting != "P":
             return "jax backend: conv models run in the P setting only (PAPER.md §3)"
+        if model.conv is not None and model.feedback_angle is not None:
+            return "jax backend: asymmetric feedback is implemented for fully connected models"
         if _jax_device(device) is None:
             return f"jax backend: no jax {PLATFORMS[device]} device (install jax[cuda12] for cuda)"
         return None
@@ -79,6 +87,12 @@ class JaxBackend:
             from .conv import JaxConvNetwork
 
             return JaxConvNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))
-        from .network import JaxNetwork
+        if model.feedback_angle is not None:  # independent feedback weights
+            from .asymmetric import JaxAsymmetricNetwork
 
-        return JaxNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))
+            return JaxAsymmetricNetwork(
+                model, dtype=dtype, device=device, jax_device=_jax_device(device)
+            )
+        from .rtrl import JaxRtrlNetwork  # JaxNetwork + the optional rtrl_gradient
+
+        return JaxRtrlNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))

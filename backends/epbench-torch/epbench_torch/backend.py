@@ -9,8 +9,11 @@ import torch
 from epbench.errors import BackendError
 from epbench.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
 
+from . import throughput
+from .asymmetric import TorchAsymmetricNetwork
 from .conv import TorchConvNetwork
 from .network import TorchNetwork
+from .rtrl import TorchRtrlNetwork
 
 DEVICES = ("cpu", "cuda")
 
@@ -20,6 +23,10 @@ class TorchBackend:
     `TorchConvNetwork`s for P-setting conv models (PAPER.md §3)."""
 
     name = "torch"
+    # Optional measurement methods (epbench.peak, `epbench run speed`).
+    op_seconds = staticmethod(throughput.op_seconds)
+    memory_stats = staticmethod(throughput.memory_stats)
+    profile_summary = staticmethod(throughput.profile_summary)
 
     def versions(self) -> dict[str, str]:
         """Framework versions for records: torch, and the CUDA toolkit torch was built with."""
@@ -51,6 +58,8 @@ class TorchBackend:
             return "torch backend: CUDA is not available to this torch build or machine"
         if model.conv is not None and model.setting != "P":
             return "torch backend: conv models run in the P setting only (PAPER.md §3)"
+        if model.conv is not None and model.feedback_angle is not None:
+            return "torch backend: asymmetric feedback is implemented for fully connected models"
         return None
 
     def build(
@@ -62,4 +71,6 @@ class TorchBackend:
             raise BackendError(reason)
         if model.conv is not None:
             return TorchConvNetwork(model, dtype=dtype, device=device)
-        return TorchNetwork(model, dtype=dtype, device=device)
+        if model.feedback_angle is not None:  # independent feedback weights (asymmetric.py)
+            return TorchAsymmetricNetwork(model, dtype=dtype, device=device)
+        return TorchRtrlNetwork(model, dtype=dtype, device=device)  # TorchNetwork + RTRL
