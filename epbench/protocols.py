@@ -22,6 +22,17 @@ averaged over the batch (PAPER.md §4). Index `t` of a trace is step `t` of PAPE
           steps (a per-step copy of θ, or equivalent), never K truncated runs.
 
 The theorem (GDU) says ΔEP → −∇BPTT as β → 0 when F = ∂Φ/∂s and s_{T−K} = s_*.
+
+Asymmetric models (`ModelSpec.feedback_angle`, independent feedback weights `B{n+1}_{n}`) have no
+primitive Φ. Their EP weight traces follow the vector-field rule: each weight gets the EP change of
+the layer it feeds times the activity it carries (mean of steps t and t+1), so
+`ΔEP W{n}_{n+1} + ΔEP B{n+1}_{n}ᵀ` is the tied model's ∂Φ/∂θ difference; their BPTT traces are the
+true per-parameter shares (W through the drive of layer n, B through that of layer n+1), and
+`ep_step` / `bptt_step` update the feedback weights too (learning rate 0 freezes them).
+
+Optional methods (`RtrlNetwork`): `rtrl_gradient` gives Σ_t ∇BPTT_θ(t), the gradient of BPTT
+truncated to the last K steps, computed forward in time (RTRL, PAPER.md §6.3). The core checks
+`hasattr(network, "rtrl_gradient")` before using it.
 """
 
 from __future__ import annotations
@@ -133,6 +144,21 @@ class Network(Protocol):
 
     def synchronize(self) -> None:
         """Wait for queued device work (called by the core before it reads a clock)."""
+        ...
+
+
+@runtime_checkable
+class RtrlNetwork(Protocol):
+    """The optional RTRL method a `Network` may add (PAPER.md §6.3)."""
+
+    def rtrl_gradient(
+        self, params: Native, x: Any, y: Any, *, start: Native, steps: int
+    ) -> dict[str, np.ndarray]:
+        """Σ_{t<K} ∇BPTT_θ(t) for every parameter name (shape `param_shapes`), with `start` =
+        s_{T−K} and `steps` = K as in `bptt_trace`, but computed forward in time: the
+        sensitivities ∂s_k/∂θ are carried through the K steps with the states (real-time
+        recurrent learning, forward-mode differentiation), memory O(P · state size), independent
+        of K. Must equal `bptt_trace(...)[name].sum(0)` up to rounding."""
         ...
 
 

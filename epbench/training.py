@@ -22,6 +22,11 @@ first training step and the first test predictions on a throw-away copy of the w
 where JIT compilation happens). Losses and errors are summed as backend 0-d arrays and read once
 every `CHECK_EVERY` steps (the divergence check, one device sync) and at the end of the epoch.
 
+Asymmetric models (`model.feedback_angle`): `train.feedback = "frozen"` gives the feedback
+weights `B{n+1}_{n}` the learning rate 0 in both algorithms (`params.learning_rates`), and every
+epoch records the angle between each B and its Wᵀ (degrees) as the curve
+`feedback_angle_deg.B{n+1}_{n}`, so the weights' trajectory is visible.
+
 A non-finite loss (which NaN states or parameters produce at the next step) or non-finite
 parameters at the end of an epoch stop that algorithm's run: status `diverged`, with the epoch and
 the step (1-based in the epoch) of the first non-finite loss, found when the check after at most
@@ -45,7 +50,7 @@ from tqdm import tqdm
 from . import data as datasets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ResultsError, TaskError
-from .params import learning_rates
+from .params import feedback_angles_deg, feedback_names, learning_rates
 from .protocols import Backend, Network
 from .spec import TaskSpec
 from .tasks import config_hash
@@ -54,6 +59,7 @@ ALGORITHMS = ("ep", "bptt")
 CURVES = ("train_error", "test_error", "loss", "epoch_seconds", "test_seconds")
 SHUFFLE_STREAM, NUDGE_STREAM = 1, 2  # second entry of the generator seeds [seed, stream, epoch]
 STREAMS = {"shuffle": SHUFFLE_STREAM, "nudge": NUDGE_STREAM}
+ANGLE_CURVE = "feedback_angle_deg"  # per-epoch curve prefix of asymmetric models
 CHECK_EVERY = 50  # training steps between divergence checks (one device sync each)
 
 
@@ -170,10 +176,11 @@ def train_algorithm(
     """
     T, K, B = spec.dynamics.T, spec.dynamics.K, spec.data.batch
     epochs, test_batch = spec.train.epochs, spec.train.test_batch
-    lrs = learning_rates(spec.model, spec.train.lrs)
+    lrs = learning_rates(spec.model, spec.train.lrs, feedback=spec.train.feedback)
     steps_per_epoch = len(data.x) // B
     key = run_key(spec)
     curves: dict[str, list[float]] = {name: [] for name in CURVES}
+    curves.update({f"{ANGLE_CURVE}.{name}": [] for name in feedback_names(spec.model)})
     params_np, done, diverged, compile_seconds = initial, 0, None, None
     saved = load_checkpoint(checkpoint) if resume else None
     if saved is not None:
@@ -185,7 +192,7 @@ def train_algorithm(
                 "delete it or run without --resume"
             )
         params_np, done, diverged = saved.params, saved.meta["epoch"], saved.meta["diverged"]
-        curves.update({name: list(saved.curves.get(name, [])) for name in CURVES})
+        curves.update({name: list(saved.curves.get(name, [])) for name in curves})
         compile_seconds = saved.meta.get("compile_seconds")
         if done > epochs:
             raise ResultsError(
@@ -283,6 +290,8 @@ def train_algorithm(
         curves["test_error"].append(test)
         curves["loss"].append(float(loss_sum) / len(order))
         curves["epoch_seconds"].append(seconds)
+        for name, angle in feedback_angles_deg(now).items():
+            curves[f"{ANGLE_CURVE}.{name}"].append(angle)
         done = epoch
         save(now)
         if show_progress:
