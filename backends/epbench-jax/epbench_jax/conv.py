@@ -23,8 +23,8 @@ only when strictly greater, as in torch's max-pooling kernels, so ties (common: 
 zero regions of x) go to the same position in both backends. The pooled value is selected, so
 autodiff sends the gradient to the argmax only (`jnp.max` would split it between tied entries).
 
-Every phase is one `jax.jit` around a `lax.fori_loop` / `lax.scan`; convolutions are
-`lax.conv_general_dilated` at full precision, float64 under the scoped `jax.enable_x64`.
+Every phase is one `jax.jit` around a `lax.fori_loop` / `lax.scan`; convolutions are matmuls over
+shifted views (`_conv`, `_adjoint`) at full precision, float64 under the scoped `jax.enable_x64`.
 """
 
 from __future__ import annotations
@@ -94,23 +94,69 @@ def prepare(model: ModelSpec, params: Params) -> Prepared:
 
 # ---------------------------------------------------------------- convolution and pooling
 #
-# NHWC / HWIO throughout: XLA's CPU convolution is fast in that layout, also inside loops (with
-# NCHW states carried by a loop it fell back to a naive loop nest, ~10× slower). Gradients with
+# NHWC / HWIO throughout: the channels are the contracted (last) axis of every matmul below (with
+# NCHW states carried by a loop, XLA's convolution fell back to a naive loop nest, ~10× slower).
+# Convolutions are written as matmuls (`_conv`, `_adjoint`), which XLA:CPU runs on all cores and
+# without arithmetic on padding. Gradients with
 # respect to a kernel are written as one batched matmul over the k² shifted views of the input
 # (`_kernel_grad`), the fast form on the CPU, instead of the transposed-layout convolution that
-# autodiff would emit.
+# autodiff would emit; the transposed convolution as k² matmuls added into shifted windows
+# (`_adjoint`). The 3/4 zeros of an unpooled map are multiplied all the same: their positions
+# differ per channel, so no dense product can skip them.
 
 
 def _conv(a: Array, k: Array, pad: int) -> Array:
-    return lax.conv_general_dilated(
-        a, k, (1, 1), [(pad, pad), (pad, pad)], dimension_numbers=_DIMS, precision="highest"
-    )
+    """k ∗ a, stride 1, zero padding `pad`. On the CPU as ONE matmul of the k² shifted views of
+    `a`, stacked along the channels (im2col), with the kernel flattened to (k²·I, O): the same
+    sums up to their order, but XLA:CPU ran `lax.conv_general_dilated` on one core and the matmul
+    on both (P-conv training steps 30 % faster, BPTT 15 %). Elsewhere the library convolution."""
+
+    def matmul(a: Array, k: Array) -> Array:
+        size, _, i, o = k.shape
+        if pad:
+            a = jnp.pad(a, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        h, w = a.shape[1] - size + 1, a.shape[2] - size + 1
+        views = jnp.concatenate(
+            [a[:, y : y + h, x : x + w] for y in range(size) for x in range(size)], -1
+        )
+        return jnp.dot(views, k.reshape(size * size * i, o), precision="highest")
+
+    def library(a: Array, k: Array) -> Array:
+        padding = [(pad, pad), (pad, pad)]
+        return lax.conv_general_dilated(
+            a, k, (1, 1), padding, dimension_numbers=_DIMS, precision="highest"
+        )
+
+    return lax.platform_dependent(a, k, cpu=matmul, default=library)
 
 
 def _adjoint(g: Array, k: Array, pad: int) -> Array:
-    """convᵀ(g; k): a convolution with the flipped kernel, in and out channels swapped, padding
-    k − 1 − pad (stride 1)."""
-    return _conv(g, jnp.flip(k, (0, 1)).swapaxes(2, 3), k.shape[0] - 1 - pad)
+    """convᵀ(g; k), stride 1: a convolution of g (padded by k − 1 − pad) with the flipped kernel.
+
+    On the CPU, for each of the k² kernel taps (ky, kx), g times that tap's (O, I) matrix added
+    into the output window shifted by (ky, kx), then the padding cropped: the same sums up to
+    their order. XLA:CPU ran the convolution form on its generic path, one core, and over 2.25×
+    the multiply-adds (most of them on the padding of an 8×8 map): 2.5× slower (1.6× in a loop).
+    """
+
+    def taps(g: Array, k: Array) -> Array:
+        b, h, w, _ = g.shape
+        size, _, i, _ = k.shape
+        out = jnp.zeros((b, h + size - 1, w + size - 1, i), g.dtype)
+        for ky in range(size):
+            for kx in range(size):
+                tap = jnp.dot(g, k[ky, kx].T, precision="highest")  # (B, h, w, I)
+                out = out.at[:, ky : ky + h, kx : kx + w].add(tap)
+        return out[:, pad : out.shape[1] - pad, pad : out.shape[2] - pad] if pad else out
+
+    def library(g: Array, k: Array) -> Array:
+        flipped = jnp.flip(k, (0, 1)).swapaxes(2, 3)
+        return lax.conv_general_dilated(
+            g, flipped, (1, 1), [(k.shape[0] - 1 - pad,) * 2] * 2, dimension_numbers=_DIMS,
+            precision="highest",
+        )  # fmt: skip
+
+    return lax.platform_dependent(g, k, cpu=taps, default=library)
 
 
 def _kernel_grad(a: Array, g: Array, size: int, pad: int) -> Array:

@@ -26,12 +26,16 @@ max-pooling kernels keep the first maximum (they replace it only when a later va
 greater), and the jax backend scans the window in the same order with the same rule. Ties are
 common: from s = 0, and where x or a layer is zero over a whole receptive field, W ∗ s is constant.
 
-Cost per step: one convolution and one transposed convolution (oneDNN, channels-last); the input
-convolution once per phase; the fully connected layer reads the channels-last s¹ without a copy
-(`_prepare` reorders W0_1's columns once per phase); element-wise work in place on fresh tensors.
+Cost per step: one convolution and one transposed convolution (oneDNN, channels-last; ~93 % of a
+step on one CPU thread); the input convolution once per phase, its output made channels-last too
+(mixed layouts made the per-step `add_(u)` and the pooling ~5× slower); the fully connected layer
+reads the channels-last s¹ without a copy and adds b₁ in its matmul (`_prepare` reorders W0_1's
+columns once per phase); element-wise work in place on fresh tensors.
 The transposed convolution runs dense over the unpooled map, 3/4 zeros: skipping them needs a
-gather per (example, channel, window), which has no GEMM form with built-in ops (the argmax
-position differs per channel) and costs more than the dense call it would replace.
+gather per (example, channel, window), which has no GEMM form (the argmax position differs per
+channel). Written as `embedding_bag` rows of 4 shifted kernels weighted by sⁿ⁻¹ (47 instead of
+131 MFLOP for P-conv) plus `fold`, it took 1.5 + 1.6 ms against 1.7 ms for the dense call (one
+thread).
 
 ∂Φ/∂θ at s, batch-averaged (the EP rule, PAPER.md §2-§3): W0_1: ⟨s⁰ vec(s¹)ᵀ⟩, b₀: ⟨s⁰⟩,
 kernel Wₙ: the correlation of the lower layer with the unpooled upper layer,
@@ -158,7 +162,7 @@ class TorchConvNetwork:
         c, h, w = self._conv.layer_shapes()[-1]  # layer 1
         o = self.model.sizes[0]
         fc = params["W0_1"].view(o, c, h, w).permute(0, 2, 3, 1).reshape(o, h * w * c)
-        q = {"fc": fc, "b0": params["b0"]}
+        q = {"fc": fc, "b0": params["b0"], "b1fc": params["b1"].repeat(h * w)}  # b₁ in (H, W, C)
         for n in range(1, self._N + 1):
             q[f"k{n}"] = self._kernel(params, n).contiguous(memory_format=CHANNELS_LAST)
             q[f"b{n}"] = params[f"b{n}"].view(1, -1, 1, 1)
@@ -172,7 +176,10 @@ class TorchConvNetwork:
 
     def _project(self, q: Params, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The static drive of layer N, once per phase: u = P(W{N}_x ∗ x) + b_N, and its indices."""
+        # Channels-last like the states (a 1-channel image gives an NCHW output): the per-step
+        # `add_(u)` of a mixed-layout pair ran 5× slower, and so did the pooling.
         z = F.conv2d(img, q[f"k{self._N}"], padding=self._pad)
+        z = z.contiguous(memory_format=CHANNELS_LAST)
         pooled, idx = F.max_pool2d(z, self._pool, return_indices=True)
         return pooled + q[f"b{self._N}"], idx
 
@@ -209,7 +216,11 @@ class TorchConvNetwork:
         flat = s[1].permute(0, 2, 3, 1).reshape(batch, h * w * c)  # a view when channels-last
         new = [torch.addmm(q["b0"], flat, q["fc"].t())]
         for n in range(1, N + 1):
-            if n == 1:  # reshape(W0_1ᵀ s⁰), channels-last
+            if n == 1 and n < N:  # reshape(b₁ + W0_1ᵀ s⁰), channels-last: the bias in one op
+                fb = torch.addmm(q["b1fc"], s[0], q["fc"]).view(batch, h, w, c)
+                new.append(fb.permute(0, 3, 1, 2).add_(pooled[1]))
+                continue
+            if n == 1:  # reshape(W0_1ᵀ s⁰) into the input layer
                 fb = (s[0] @ q["fc"]).view(batch, h, w, c).permute(0, 3, 1, 2)
             else:  # convᵀ(unpool(sⁿ⁻¹); W{n−1}_n), with this step's indices
                 back = self._unpool(s[n - 1], idx[n - 1], n - 1)

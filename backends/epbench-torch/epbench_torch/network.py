@@ -46,6 +46,9 @@ Out = torch.Tensor | None
 # Per-step CPU work below this many state entries (batch × widest layer) runs on one thread: such
 # ops are too small to gain from intra-op threads, and the worker threads' fork/join and spin-wait
 # cost more than the op itself (measured 1.4× slower on 2 quiet cores, up to 5× on busy ones).
+# Training steps of such models run wholly on one thread: their once-per-step products (input
+# projection, weight update; ~16 MFLOP for 784-512) gained < 20 % from a second thread on quiet
+# cores but took up to 20× longer when another process held a core (OpenMP barrier spin-waits).
 SERIAL_WORK = 1 << 16
 
 
@@ -84,6 +87,33 @@ ACTIVATIONS = MappingProxyType(
         "tanh": (_tanh, _tanh_prime),
         "sigm": (_sigm, _sigm_prime),
         "hardsigm": (_hardsigm, _hardsigm_prime),
+    }
+)
+
+
+# The same activations in the form the fast path (`_relax`) uses, to spend fewer ops per step:
+# ρ(x) = squash(a·x + c) (`squash(x, out=)`, in place when out is x) and ρ'(s) = k · q(s, ρ(s)),
+# q written into `out` in one op (`one` is a 0-d tensor holding 1). a and k are powers of two, so
+# scaling by them is exact: k·(u + r W) is computed as addmm(k u, r, W, alpha=k), same rounding.
+
+
+def _q_tanh(s: torch.Tensor, r: torch.Tensor, out: torch.Tensor, one: torch.Tensor) -> Out:
+    return torch.addcmul(one, r, r, value=-1.0, out=out)  # 1 − ρ²
+
+
+def _q_sigm(s: torch.Tensor, r: torch.Tensor, out: torch.Tensor, one: torch.Tensor) -> Out:
+    return torch.addcmul(r, r, r, value=-1.0, out=out)  # ρ (1 − ρ); ρ' = 4 q
+
+
+def _q_hardsigm(s: torch.Tensor, r: torch.Tensor, out: torch.Tensor, one: torch.Tensor) -> Out:
+    return _hardsigm_prime(s, r, out)
+
+
+FAST = MappingProxyType(
+    {  # name: (a, c, squash_, k, q)
+        "tanh": (1.0, 0.0, _tanh, 1.0, _q_tanh),
+        "sigm": (4.0, -2.0, torch.sigmoid, 4.0, _q_sigm),
+        "hardsigm": (1.0, 0.0, _hardsigm, 1.0, _q_hardsigm),
     }
 )
 
@@ -255,41 +285,55 @@ class TorchNetwork:
         y: torch.Tensor | None = None,
         beta: float = 0.0,
     ) -> tuple[States, States]:
-        """Fast path of `_step` for runs without a graph: the same arithmetic into preallocated,
-        swapped buffers, a few in-place ops per layer. Returns (s_T, s_{T−1}), new tensors."""
+        """Fast path of `_step` for runs without a graph: the same dynamics into preallocated,
+        swapped buffers, two to six in-place ops per layer. Returns (s_T, s_{T−1}), new tensors.
+
+        With ρ(x) = squash(a x + c) and ρ'(s) = k q(s, ρ(s)) (`FAST`):
+            EB   r = squash(a s + c);  g = q(s, r) ⊙ addmm(k u, r', W, alpha=k)  (= ρ'(s) ⊙ h)
+            P    s' = squash(addmm(a u + c, r', W, alpha=a))                      (= ρ(h))
+        EB is bit-for-bit `_step` (k is a power of two); P rounds a u + c once per phase instead
+        of a h + c once per step (a rounding-level difference, one op less per layer and step).
+        """
         if steps == 0:
             return tuple(s), tuple(s)
         layers, last, eps, eb = self._layers, self._layers - 1, self._eps, self._eb
         clamp = self.model.clamp
-        rho, rho_prime = self._rho, self._rho_prime
+        a, c, squash, k, q = FAST[self.model.activation]
+        shift = torch.tensor(c, **self._like)
+        one = torch.ones((), **self._like)
+        scale = k if eb else a  # the factor carried by the drives
+        base = [torch.mul(v, scale) if eb else torch.add(shift, v, alpha=a) for v in u]
         transposed = [w.t() for w in weights]
         nudge = beta * y if beta != 0.0 else None  # the static part of β (y − s⁰)
         cur = [t.clone() for t in s]
         nxt = [torch.empty_like(t) for t in s]
-        h = [torch.empty_like(t) for t in s]
+        h = [torch.empty_like(t) for t in s]  # EB: the drives (P writes them into `nxt`)
         g = [torch.empty_like(t) for t in s]
-        r = [torch.empty_like(t) for t in s] if eb else cur
+        r = [torch.empty_like(t) for t in s]
         with self._small_ops(cur[0].shape[0]):
             for _ in range(steps):
                 if eb:
-                    for n in range(layers):
-                        rho(cur[n], out=r[n])
+                    for n in range(layers):  # r = ρ(s)
+                        if a == 1.0 and c == 0.0:
+                            squash(cur[n], out=r[n])
+                        else:
+                            squash(torch.add(shift, cur[n], alpha=a, out=r[n]), out=r[n])
                 else:
-                    r = cur
+                    r, h = cur, nxt
                 for n in range(layers):
                     if n < last:
-                        torch.addmm(u[n], r[n + 1], transposed[n], out=h[n])
+                        torch.addmm(base[n], r[n + 1], transposed[n], alpha=scale, out=h[n])
                         if n > 0:
-                            h[n].addmm_(r[n - 1], weights[n - 1])
+                            h[n].addmm_(r[n - 1], weights[n - 1], alpha=scale)
                     else:
-                        torch.addmm(u[n], r[n - 1], weights[n - 1], out=h[n])
+                        torch.addmm(base[n], r[n - 1], weights[n - 1], alpha=scale, out=h[n])
                     if eb:  # s + ε (ρ'(s) ⊙ h [+ β (y − s⁰)] − s)
-                        gn = rho_prime(cur[n], r[n], out=g[n]).mul_(h[n])
+                        gn = q(cur[n], r[n], g[n], one).mul_(h[n])
                         if n == 0 and nudge is not None:
                             gn.add_(nudge).sub_(cur[0], alpha=beta)
                         torch.lerp(cur[n], gn, eps, out=nxt[n])
                     else:  # σ(h) [+ β (y − s⁰)]
-                        rho(h[n], out=nxt[n])
+                        squash(nxt[n], out=nxt[n])
                         if n == 0 and nudge is not None:
                             nxt[0].add_(nudge).sub_(cur[0], alpha=beta)
                     if clamp:
@@ -499,7 +543,7 @@ class TorchNetwork:
         self._check_steps(free_steps=free_steps, steps=steps)
         if beta == 0.0:
             raise BackendError("torch backend: ep_step needs a non-zero beta")
-        with torch.no_grad():
+        with torch.no_grad(), self._small_ops(len(x)):
             xr = self._input(x)
             yt = self._tensor(y)
             u = self._projection(params, xr)
@@ -546,39 +590,38 @@ class TorchNetwork:
         self._check_steps(free_steps=free_steps, steps=steps)
         if steps > free_steps:
             raise BackendError(f"torch backend: K = {steps} exceeds T = {free_steps}")
-        with torch.no_grad():
-            xr = self._input(x)
-            yt = self._tensor(y)
-            s, _ = self._relax(
-                self._zeros(xr.shape[0]),
-                self._projection(params, xr),
-                self._weights(params),
-                free_steps - steps,
-            )
         names = list(self._shapes)
         leaves = {name: params[name].detach().requires_grad_(True) for name in names}
-        with torch.enable_grad(), self._small_ops(xr.shape[0]):
-            s = self._run(s, self._projection(leaves, xr), self._weights(leaves), steps)
-            loss = 0.5 * ((s[0] - yt) ** 2).sum() / xr.shape[0]
-            if steps == 0:
-                grads = [torch.zeros_like(leaves[name]) for name in names]
-            else:
-                grads = torch.autograd.grad(
-                    loss,
-                    [leaves[name] for name in names],
-                    allow_unused=True,
-                    materialize_grads=True,
-                )
-        with torch.no_grad():
-            for name, grad in zip(names, grads, strict=True):  # (all zero when K = 0)
-                params[name].sub_(grad, alpha=self._lr(lrs, name))
-            loss, errors = self._loss_errors(s[0].detach(), yt)
+        with self._small_ops(len(x)):
+            xr, yt = self._input(x), self._tensor(y)
+            with torch.enable_grad():  # the input projection once, for both parts
+                u = self._projection(leaves, xr)
+            with torch.no_grad():
+                free = [v.detach() for v in u]
+                weights = self._weights(params)
+                s, _ = self._relax(self._zeros(len(xr)), free, weights, free_steps - steps)
+            with torch.enable_grad():
+                s = self._run(s, u, self._weights(leaves), steps)
+                loss = 0.5 * ((s[0] - yt) ** 2).sum() / xr.shape[0]
+                if steps == 0:
+                    grads = [torch.zeros_like(leaves[name]) for name in names]
+                else:
+                    grads = torch.autograd.grad(
+                        loss,
+                        [leaves[name] for name in names],
+                        allow_unused=True,
+                        materialize_grads=True,
+                    )
+            with torch.no_grad():
+                for name, grad in zip(names, grads, strict=True):  # (all zero when K = 0)
+                    params[name].sub_(grad, alpha=self._lr(lrs, name))
+                loss, errors = self._loss_errors(s[0].detach(), yt)
         return params, loss, errors
 
     def predict(self, params: Params, x: Any, *, steps: int) -> np.ndarray:
         """argmax of s⁰ after `steps` free steps from zero, numpy int array (B,)."""
         self._check_steps(steps=steps)
-        with torch.no_grad():
+        with torch.no_grad(), self._small_ops(len(x)):
             xr = self._input(x)
             u = self._projection(params, xr)
             s, _ = self._relax(self._zeros(xr.shape[0]), u, self._weights(params), steps)
