@@ -23,8 +23,6 @@ peak over K.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import os
 import subprocess
@@ -37,37 +35,16 @@ from typing import Any
 import numpy as np
 
 from .errors import EpbenchError
+from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, base_record
+from .runner import RunOptions, measurement_record
 from .spec import TaskSpec
-from .training import peak_memory_bytes, reset_peak_memory
 
 SWEEP_K = (10, 20, 40, 80, 160)
 SWEEP_ALGORITHMS = ("ep", "bptt")
 CASE_TIMEOUT = 600  # seconds per case
 WORKERS = 2  # cases run side by side (each in its own process: memory does not interfere)
-
-
-def _rss_bytes() -> int:
-    """The current resident set size (VmRSS), 0 where /proc is missing."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _trim() -> None:
-    """Hand freed heap memory back to the OS (glibc `malloc_trim`; a no-op elsewhere)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def measure_case(case: dict[str, Any]) -> dict[str, Any]:
@@ -100,9 +77,9 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     if before is not None and before["resettable"]:
         before = stats(device, reset=True)
     if before is None:
-        _trim()
+        trim()
         reset_peak_memory()
-        baseline = _rss_bytes()
+        baseline = rss_bytes()
     else:
         baseline = before["current_bytes"]
     params, _, _ = step(params)
@@ -204,13 +181,7 @@ def run_memory(
     cases draw their own random batch of the cell's shape (`batch` is not used: memory does not
     depend on the values)."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record["measurement"] = "memory"
-    record["environment"] = {
-        **env,
-        "backend_versions": backend.versions(),
-        "device_info": backend.device_info(options.device),
-    }
+    record = measurement_record(spec, backend, options, env, measurement="memory")
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
     if reason:
         return {**record, "status": "skipped", "reason": reason}

@@ -24,8 +24,6 @@ whose `tangents` exceed `MAX_TANGENTS`, or a network without `rtrl_gradient`, is
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import math
 import time
 import traceback
@@ -35,37 +33,16 @@ from typing import Any
 import numpy as np
 
 from .errors import EpbenchError
+from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
 from .params import init_params
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, base_record
+from .runner import RunOptions, measurement_record
 from .spec import TaskSpec
-from .training import peak_memory_bytes, reset_peak_memory
 
 METHODS = ("rtrl", "bptt", "ep")
 TOLERANCE = {"float64": 1e-8, "float32": 1e-3}  # RTRL against Σ_t ∇BPTT (relative)
 MAX_TANGENTS = 1 << 27  # P · B · Σ sizes: 1 GiB of float64 sensitivities
-
-
-def _rss_bytes() -> int:
-    """The current resident set size (VmRSS), 0 where /proc is missing."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _trim() -> None:
-    """Hand freed heap memory back to the OS (glibc `malloc_trim`; a no-op elsewhere)."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def relative_difference(got: np.ndarray, want: np.ndarray) -> float:
@@ -98,9 +75,9 @@ def measure(
         sync()
         best = min(best, time.perf_counter() - start)
     if memory is None:
-        _trim()
+        trim()
         reset_peak_memory()
-        before = _rss_bytes()
+        before = rss_bytes()
         call()
         sync()
         used = max(0, peak_memory_bytes() - before) if before else None
@@ -133,13 +110,7 @@ def run_rtrl(
 ) -> dict[str, Any]:
     """Measure one `rtrl` cell on one backend (module doc) and return its record (not written)."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record["measurement"] = "rtrl"
-    record["environment"] = {
-        **env,
-        "backend_versions": backend.versions(),
-        "device_info": backend.device_info(options.device),
-    }
+    record = measurement_record(spec, backend, options, env, measurement="rtrl")
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
     if reason:
         return {**record, "status": "skipped", "reason": reason}

@@ -17,7 +17,6 @@ weights and batches for the same seed.
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 import traceback
@@ -33,6 +32,7 @@ import numpy as np
 from . import data as datasets
 from .checkpoint import checkpoint_path
 from .errors import EpbenchError
+from .memory import peak_memory_bytes
 from .metrics import gdu_metrics, signal_metrics
 from .params import init_params
 from .protocols import Backend, Network
@@ -135,11 +135,6 @@ def gdu_once(
     return GduResult(ep=ep, bptt=bptt, residual=float(residual), seconds=seconds)
 
 
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
 def _finite(traces: dict[str, np.ndarray]) -> bool:
     return all(np.all(np.isfinite(v)) for v in traces.values())
 
@@ -171,6 +166,26 @@ def base_record(
     }
 
 
+def measurement_record(
+    spec: TaskSpec,
+    backend: Backend,
+    options: RunOptions,
+    env: dict[str, Any],
+    *,
+    measurement: str,
+) -> dict[str, Any]:
+    """The start of every measurement's record: `base_record` for `measurement`, with the
+    backend's framework versions and device description added to the environment."""
+    record = base_record(spec, backend, options, options.dtype or spec.dtype, env)
+    record["measurement"] = measurement
+    record["environment"] = {
+        **env,
+        "backend_versions": backend.versions(),
+        "device_info": backend.device_info(options.device),
+    }
+    return record
+
+
 def run_gdu(
     spec: TaskSpec,
     backend: Backend,
@@ -181,12 +196,7 @@ def run_gdu(
 ) -> dict[str, Any]:
     """Measure one GDU cell on one backend and return its record (not yet written)."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record["environment"] = {
-        **env,
-        "backend_versions": backend.versions(),
-        "device_info": backend.device_info(options.device),
-    }
+    record = measurement_record(spec, backend, options, env, measurement="gdu")
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
     if reason:
         return {**record, "status": "skipped", "reason": reason}
@@ -215,7 +225,7 @@ def run_gdu(
         "phases": best.seconds,
         "repeats": options.repeat,
     }
-    record.update(timings=timings, peak_memory_bytes=_peak_rss_bytes())
+    record.update(timings=timings, peak_memory_bytes=peak_memory_bytes())
     if not (_finite(first.ep) and _finite(first.bptt)) or not math.isfinite(first.residual):
         return {**record, "status": "diverged", "reason": "non-finite states or traces"}
     record["metrics"] = {
@@ -274,13 +284,7 @@ def run_train(
     (epbench.training.train_algorithm), `metrics["ep_minus_bptt"]` of the last epoch. Status
     `diverged` when either run diverged (the other still runs), `failed` on a backend error."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record["measurement"] = "train"
-    record["environment"] = {
-        **env,
-        "backend_versions": backend.versions(),
-        "device_info": backend.device_info(options.device),
-    }
+    record = measurement_record(spec, backend, options, env, measurement="train")
     if spec.dynamics.estimator == "random-sign":
         record["beta_used"] = abs(spec.dynamics.beta)  # its sign is drawn per batch
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)

@@ -59,13 +59,13 @@ import numpy as np
 
 from .errors import EpbenchError
 from .flops import ALGORITHMS, phase_ops, total_flops, training_ops
+from .memory import peak_memory_bytes, reset_peak_memory
 from .params import init_params, learning_rates, param_shapes
 from .peak import flop_bound_seconds, measure_ops
 from .protocols import Backend, Network
 from .results import RecordWriter
-from .runner import RunOptions, base_record
+from .runner import RunOptions, measurement_record
 from .spec import TaskSpec
-from .training import peak_memory_bytes, reset_peak_memory
 
 REPEATS = 3  # repetitions per algorithm (the first is a single step); --repeat raises it
 REP_SECONDS = 0.25  # target length of one repetition
@@ -222,13 +222,7 @@ def run_speed(
     `metrics["speed"][algorithm]` for each of ALGORITHMS (module doc), `metrics["phases"]` (the
     free phase alone), `metrics["throughput"]` (the ops timed alone), `metrics["flops"]`."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record["measurement"] = "speed"
-    record["environment"] = {
-        **env,
-        "backend_versions": backend.versions(),
-        "device_info": backend.device_info(options.device),
-    }
+    record = measurement_record(spec, backend, options, env, measurement="speed")
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
     if reason:
         return {**record, "status": "skipped", "reason": reason}

@@ -35,7 +35,7 @@ from .metrics import is_state, relative_error
 from .params import init_params
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, base_record
+from .runner import RunOptions, measurement_record
 from .spec import TaskSpec
 
 DEFAULT_BETAS = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
@@ -78,18 +78,8 @@ def run_beta_sweep(
     estimator (`ESTIMATORS`) the lists `error` and `error_max` (one entry per β), `slope` and
     `slope_max`, and `per_name` (name → list of relative errors)."""
     dtype = options.dtype or spec.dtype
-    record = base_record(spec, backend, options, dtype, env)
-    record.update(
-        measurement="beta-sweep",
-        estimator=",".join(ESTIMATORS),
-        beta_used=None,
-        symmetric=None,
-        environment={
-            **env,
-            "backend_versions": backend.versions(),
-            "device_info": backend.device_info(options.device),
-        },
-    )
+    record = measurement_record(spec, backend, options, env, measurement="beta-sweep")
+    record.update(estimator=",".join(ESTIMATORS), beta_used=None, symmetric=None)
     reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
     if reason:
         return {**record, "status": "skipped", "reason": reason}

@@ -37,7 +37,6 @@ is written (epbench.checkpoint).
 from __future__ import annotations
 
 import math
-import resource
 import sys
 import time
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from tqdm import tqdm
 from . import data as datasets
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import ResultsError, TaskError
+from .memory import peak_memory_bytes, reset_peak_memory
 from .params import feedback_angles_deg, feedback_names, learning_rates
 from .protocols import Backend, Network
 from .spec import TaskSpec
@@ -120,28 +120,6 @@ def evaluate(net: Network, params: Any, data: TrainingData, *, steps: int, batch
         predicted = net.predict(params, data.x_test[start : start + batch], steps=steps)
         wrong += int(np.count_nonzero(predicted != data.labels_test[start : start + batch]))
     return 100.0 * wrong / m
-
-
-def reset_peak_memory() -> None:
-    """Reset the process's peak resident set size (Linux `clear_refs` 5); a no-op elsewhere."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-    except OSError:
-        pass
-
-
-def peak_memory_bytes() -> int:
-    """Peak resident set size of this process since the last reset (`VmHWM`), else since start."""
-    try:
-        with open("/proc/self/status") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _finite_params(params: dict[str, np.ndarray]) -> bool:

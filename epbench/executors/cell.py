@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import EpbenchError
+from ..memory import reset_peak_memory
 from ..plugins import make_plugin_manager
 from ..protocols import Backend
 from ..registry import Registry
 from ..results import RecordWriter, worker_environment
 from ..runner import BATCH_MEASUREMENTS, load_batch, run_measurement
 from ..spec import TaskSpec
-from ..training import load_training_data, reset_peak_memory
+from ..training import load_training_data
 from . import CellJob, CellOutcome
 
 
