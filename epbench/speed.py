@@ -33,8 +33,11 @@ steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phas
                         fuses away, or work the model counts that a backend skips)
     achieved_flops_per_s  flops / step_seconds
 
-The record also holds `metrics["throughput"]` (each op's measured time and source) and the
-targets of issue 7 (`speed_report.TARGETS`) are shown beside the numbers by `epbench run speed`.
+The record also holds `metrics["throughput"]` (each op's measured time and source) and, where the
+backend re-creates the paper's reference implementation for the model (epbench.reference),
+`metrics["reference"]`: EP and BPTT steps of both, interleaved, with the speed-up of each. The
+throughput targets (`speed_report.TARGETS`, and `REFERENCE_TARGETS` for the speed-ups) are shown
+beside the numbers by `epbench run speed`.
 `profile_steps` runs some steps under cProfile and the backend's own profiler (`epbench profile`).
 
 Timed steps reuse one mini-batch (numpy, converted by the backend on every step as in training)
@@ -63,6 +66,7 @@ from .memory import peak_memory_bytes, reset_peak_memory
 from .params import init_params, learning_rates, param_shapes
 from .peak import flop_bound_seconds, measure_ops
 from .protocols import Backend, Network
+from .reference import PAIRS, reference_of, time_against_reference
 from .results import RecordWriter
 from .runner import RunOptions, measurement_record
 from .spec import TaskSpec
@@ -249,6 +253,21 @@ def run_speed(
             )
             for algorithm in ALGORITHMS
         }
+        reference = reference_of(backend, spec, dtype=dtype, device=options.device)
+        against = None
+        if reference is not None:
+            against = time_against_reference(
+                backend,
+                reference,
+                spec,
+                params_np,
+                x,
+                y,
+                step_function=step_function,
+                dtype=dtype,
+                device=options.device,
+                pairs=max(PAIRS, options.repeat),
+            )
         counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
         every: Counter = sum(counts.values(), Counter())
         measured = measure_ops(backend, every, dtype=dtype, device=options.device)
@@ -280,6 +299,8 @@ def run_speed(
             ),
         },
     }
+    if against is not None:
+        record["metrics"]["reference"] = against
     record["timings"] = {"seconds": time.perf_counter() - started, "repeats": repeats}
     peaks = [r["peak_memory_bytes"] for r in results.values() if r["peak_memory_bytes"]]
     record["peak_memory_bytes"] = max(peaks, default=None)

@@ -189,6 +189,37 @@ def test_example_backend_without_optional_methods_is_measured(example_backend) -
     assert all(m["memory_source"] == "process" for m in record["metrics"]["speed"].values())
 
 
+def test_p_conv_is_timed_against_the_reference_re_creation(torch_backend) -> None:
+    """P-conv on torch: EP and BPTT steps interleaved with the re-created paper implementation
+    (epbench.reference); each speed-up is the median of the per-round ratios."""
+    spec = cell("P-conv", "dynamics.T=4", "dynamics.K=2")
+    batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
+    record = run_measurement(
+        "speed", spec, torch_backend, batch, RunOptions(), RecordWriter(Path("unused")), {}
+    )
+    assert record["status"] == "ok", record.get("reason")
+    against = record["metrics"]["reference"]
+    assert set(against) == {"ep", "bptt"}
+    for m in against.values():
+        assert m["pairs"] == len(m["speedups"]) >= 5
+        assert m["speedup"] == pytest.approx(sorted(m["speedups"])[len(m["speedups"]) // 2])
+        assert m["reference_samples_per_s"] > 0 and m["samples_per_s"] > 0
+    table = speed_table([record])
+    assert "× reference" in table and f"{against['bptt']['speedup']:.2f}×" in table
+    assert "≥1.5" not in table  # the speed-up targets hold at the paper preset only
+    paper = speed_table([{**record, "preset": "paper"}])
+    assert paper.count("≥1.5") == 2
+
+
+def test_models_without_a_re_creation_have_no_reference_timing(torch_backend) -> None:
+    spec = cell("toy", "dynamics.T=20", "dynamics.K=4")
+    batch = load_batch(spec, seed=0, dtype=spec.dtype, data_dir=None)
+    record = run_measurement(
+        "speed", spec, torch_backend, batch, RunOptions(), RecordWriter(Path("unused")), {}
+    )
+    assert record["status"] == "ok" and "reference" not in record["metrics"]
+
+
 def test_targets_are_shown_for_the_paper_preset_only() -> None:
     m = {
         "samples_per_s": 30_000.0,

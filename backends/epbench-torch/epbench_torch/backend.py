@@ -13,6 +13,7 @@ from . import throughput
 from .asymmetric import TorchAsymmetricNetwork
 from .conv import TorchConvNetwork
 from .network import TorchNetwork
+from .reference_conv import ReferenceConvNetwork, reference_unsupported
 from .rtrl import TorchRtrlNetwork
 
 DEVICES = ("cpu", "cuda")
@@ -61,6 +62,15 @@ class TorchBackend:
         if model.conv is not None and model.feedback_angle is not None:
             return "torch backend: asymmetric feedback is implemented for fully connected models"
         return None
+
+    def reference_network(
+        self, model: ModelSpec, *, dtype: str, device: str
+    ) -> ReferenceConvNetwork | None:
+        """The paper's implementation re-created for `model` (epbench.reference, optional method):
+        the paper's P-conv geometry only (reference_conv.py); None for any other model."""
+        if self.unsupported(model, dtype=dtype, device=device) or reference_unsupported(model):
+            return None
+        return ReferenceConvNetwork(model, dtype=dtype, device=device)
 
     def build(
         self, model: ModelSpec, *, dtype: str, device: str
