@@ -19,10 +19,17 @@ from epbench.params import init_params, param_shapes, state_shapes
 from epbench.spec import ConvSpec, ModelSpec
 
 
-def conv_model(conv: ConvSpec, outputs: int = 5, activation: str = "hardsigm") -> ModelSpec:
+def conv_model(
+    conv: ConvSpec, outputs: int = 5, activation: str = "hardsigm", clamp: bool = False
+) -> ModelSpec:
     inputs = int(np.prod(conv.input))
     return ModelSpec(
-        setting="P", inputs=inputs, sizes=conv.sizes(outputs), activation=activation, conv=conv
+        setting="P",
+        inputs=inputs,
+        sizes=conv.sizes(outputs),
+        activation=activation,
+        conv=conv,
+        clamp=clamp,
     )
 
 
@@ -243,3 +250,35 @@ def test_inconsistent_conv_model_is_refused():
         dtype="float64",
         device="cpu",
     )
+
+
+@pytest.mark.parametrize(
+    ("conv", "extra"),
+    [
+        (ConvSpec(input=(1, 10, 10), channels=(3,), kernel=3, pool=2), {"activation": "sigm"}),
+        (ConvSpec(input=(1, 14, 14), channels=(3, 4), kernel=3, pool=2), {"clamp": True}),
+        (
+            ConvSpec(input=(2, 16, 16), channels=(2, 3, 4), kernel=3, padding=1, pool=2),
+            {"activation": "tanh", "clamp": True},
+        ),
+    ],
+    ids=["1conv-sigm", "2conv-clamp", "3conv-pad-tanh-clamp"],
+)
+def test_written_out_bptt_step_equals_autograd(conv: ConvSpec, extra: dict) -> None:
+    """`bptt_step` writes the backward pass out (`_bptt_gradients`); `bptt_trace` runs autograd
+    through `_step`. One conv layer, sigm, the clamp: Σ_t of the trace is the step's gradient."""
+    model = conv_model(conv, **extra)
+    net = TorchBackend().build(model, dtype="float64", device="cpu")
+    start = init_params(model, seed=2, dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.random((3, model.inputs))
+    y = np.eye(model.outputs)[rng.integers(0, model.outputs, 3)]
+    T, K = 15, 6
+    mid, _ = net.free_phase(net.load(start), x, steps=T - K)
+    trace = net.bptt_trace(net.load(start), x, y, start=mid, steps=K)
+    lrs = dict.fromkeys(param_shapes(model), 0.5)
+    after = net.dump(net.bptt_step(net.load(start), x, y, free_steps=T, steps=K, lrs=lrs)[0])
+    for key in start:
+        want = trace[key].sum(0)
+        assert np.linalg.norm(want) > 0, key
+        np.testing.assert_allclose((start[key] - after[key]) / 0.5, want, rtol=1e-9, atol=1e-12)
