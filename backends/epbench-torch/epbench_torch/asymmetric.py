@@ -49,6 +49,8 @@ from epbench.errors import BackendError
 from epbench.params import param_shapes
 from epbench.spec import ModelSpec
 
+from .network import learning_rate
+
 States = tuple[torch.Tensor, ...]
 Params = dict[str, torch.Tensor]
 
@@ -292,11 +294,6 @@ class TorchAsymmetricNetwork:
 
     # ---- training
 
-    def _lr(self, lrs: dict[str, float], name: str) -> float:
-        if name not in lrs:
-            raise BackendError(f"torch backend: no learning rate for {name} in lrs")
-        return float(lrs[name])
-
     def _loss_errors(self, s0: torch.Tensor, y: torch.Tensor):
         errors = (s0.argmax(1) != y.argmax(1)).sum()
         return loss_of(s0, y), errors
@@ -334,7 +331,7 @@ class TorchAsymmetricNetwork:
                     if n in model.input_layers:
                         delta[f"W{n}_x"].addmm_(dr.t(), xr, alpha=c)
             for name, d in delta.items():
-                params[name].add_(d, alpha=self._lr(lrs, name))
+                params[name].add_(d, alpha=learning_rate(lrs, name))
             loss, errors = self._loss_errors(star[0], yt)
         return params, loss, errors
 
@@ -363,7 +360,7 @@ class TorchAsymmetricNetwork:
             )
         with torch.no_grad():
             for (name, value), grad in zip(params.items(), grads, strict=True):
-                value.sub_(grad, alpha=self._lr(lrs, name))
+                value.sub_(grad, alpha=learning_rate(lrs, name))
             loss, errors = self._loss_errors(s[0].detach(), yt)
         return params, loss, errors
 

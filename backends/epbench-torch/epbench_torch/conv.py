@@ -62,7 +62,7 @@ from epbench.errors import BackendError
 from epbench.params import param_shapes, state_shapes
 from epbench.spec import ModelSpec
 
-from .network import ACTIVATIONS
+from .network import ACTIVATIONS, check_steps, learning_rate, loss_errors
 
 States = tuple[torch.Tensor, ...]
 Params = dict[str, torch.Tensor]
@@ -142,11 +142,6 @@ class TorchConvNetwork:
         """No TF32 in cuDNN convolutions (on by default in torch): backends must agree."""
         with torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
             yield
-
-    def _check_steps(self, **steps: int) -> None:
-        for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"torch backend: {key} must be ≥ 0, found {value}")
 
     # ---- the dynamics ------------------------------------------------------------------------
 
@@ -261,7 +256,7 @@ class TorchConvNetwork:
     ) -> tuple[States, float]:
         """`steps` free steps from `start` (zeros when None), PAPER.md §1; the input convolution
         once. Returns (s_T, ‖s_T − s_{T−1}‖)."""
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         with torch.no_grad(), self._exact():
             img, q = self._image(x), self._prepare(params)
             u, _ = self._project(q, img)
@@ -335,7 +330,7 @@ class TorchConvNetwork:
         """EP traces ΔEP_s(β, t) = ⟨s_{t+1} − s_t⟩ / β and ΔEP_θ(β, t) = (∂Φ/∂θ(s_{t+1}) −
         ∂Φ/∂θ(s_t)) / β for t < K (PAPER.md §2), each ∂Φ/∂θ with its own state's indices.
         Symmetric: (Δ(+|β|) + Δ(−|β|)) / 2."""
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         if beta == 0.0:
             raise BackendError("torch backend: ep_trace needs a non-zero beta")
         betas = (abs(beta), -abs(beta)) if symmetric else (float(beta),)
@@ -381,7 +376,7 @@ class TorchConvNetwork:
         projection from its own W{N}_x (traces only; training steps compute it once).
         Max-pooling passes the gradient to the argmax (the indices are held fixed, as in Φ).
         """
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         if steps == 0:
             return self._numpy({}, 0)
         with torch.no_grad():
@@ -412,17 +407,6 @@ class TorchConvNetwork:
 
     # ---- training ------------------------------------------------------------------------------
 
-    def _loss_errors(self, s0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch-mean ½‖s⁰ − y‖² and the number of argmax mismatches, as 0-d tensors (no sync)."""
-        loss = 0.5 * ((s0 - y) ** 2).sum(1).mean()
-        errors = (s0.argmax(1) != y.argmax(1)).sum()
-        return loss, errors
-
-    def _lr(self, lrs: dict[str, float], name: str) -> float:
-        if name not in lrs:
-            raise BackendError(f"torch backend: no learning rate for {name} in lrs")
-        return float(lrs[name])
-
     def ep_step(
         self,
         params: Params,
@@ -438,7 +422,7 @@ class TorchConvNetwork:
         """One EP step (PAPER.md §2): θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β, each ∂Φ/∂θ
         with the pooling indices at its own state. Symmetric: (∂Φ/∂θ(s^{+|β|}_K) −
         ∂Φ/∂θ(s^{−|β|}_K)) / (2|β|). Updates `params` in place."""
-        self._check_steps(free_steps=free_steps, steps=steps)
+        check_steps(free_steps=free_steps, steps=steps)
         if beta == 0.0:
             raise BackendError("torch backend: ep_step needs a non-zero beta")
         with torch.no_grad(), self._exact():
@@ -456,8 +440,8 @@ class TorchConvNetwork:
             ia, ib = self._indices(q, a, idx_x), self._indices(q, b, idx_x)
             update = self._dphi_diff(img, a, ia, b, ib, scale / img.shape[0])
             for name, value in update.items():
-                params[name].add_(value, alpha=self._lr(lrs, name))
-            loss, errors = self._loss_errors(star[0], yt)
+                params[name].add_(value, alpha=learning_rate(lrs, name))
+            loss, errors = loss_errors(star[0], yt)
         return params, loss, errors
 
     def bptt_step(
@@ -472,7 +456,7 @@ class TorchConvNetwork:
     ) -> tuple[Params, torch.Tensor, torch.Tensor]:
         """One BPTT step: T − K free steps without a graph, K with one (the input projection
         once), θ ← θ − lr · ∂L/∂θ with L = (1/2B) Σ_b ‖s⁰_T − y‖². Updates `params` in place."""
-        self._check_steps(free_steps=free_steps, steps=steps)
+        check_steps(free_steps=free_steps, steps=steps)
         if steps > free_steps:
             raise BackendError(f"torch backend: K = {steps} exceeds T = {free_steps}")
         names = list(self._shapes)
@@ -497,8 +481,8 @@ class TorchConvNetwork:
                     )
             with torch.no_grad():
                 for name, grad in zip(names, grads, strict=True):
-                    params[name].sub_(grad, alpha=self._lr(lrs, name))
-                loss, errors = self._loss_errors(s[0].detach(), yt)
+                    params[name].sub_(grad, alpha=learning_rate(lrs, name))
+                loss, errors = loss_errors(s[0].detach(), yt)
         return params, loss, errors
 
     def predict(self, params: Params, x: Any, *, steps: int) -> np.ndarray:

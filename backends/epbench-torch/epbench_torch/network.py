@@ -118,6 +118,27 @@ FAST = MappingProxyType(
 )
 
 
+def loss_errors(s0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch-mean ½‖s⁰ − y‖² and the number of argmax mismatches, as 0-d tensors (no sync)."""
+    loss = 0.5 * ((s0 - y) ** 2).sum(1).mean()
+    errors = (s0.argmax(1) != y.argmax(1)).sum()
+    return loss, errors
+
+
+def learning_rate(lrs: dict[str, float], name: str) -> float:
+    """The rate of parameter `name`; BackendError when `lrs` has none."""
+    if name not in lrs:
+        raise BackendError(f"torch backend: no learning rate for {name} in lrs")
+    return float(lrs[name])
+
+
+def check_steps(**steps: int) -> None:
+    """BackendError for a negative step count (T, K, …), naming it."""
+    for key, value in steps.items():
+        if int(value) < 0:
+            raise BackendError(f"torch backend: {key} must be ≥ 0, found {value}")
+
+
 class TorchNetwork:
     """A fully connected convergent RNN (`model`) compiled for one torch dtype and device."""
 
@@ -341,11 +362,6 @@ class TorchNetwork:
                 cur, nxt = nxt, cur
         return tuple(cur), tuple(nxt)
 
-    def _check_steps(self, **steps: int) -> None:
-        for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"torch backend: {key} must be ≥ 0, found {value}")
-
     # ---- phases --------------------------------------------------------------------------------
 
     def free_phase(
@@ -355,7 +371,7 @@ class TorchNetwork:
 
         Returns (s_T, ‖s_T − s_{T−1}‖); one device sync, for the residual.
         """
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         with torch.no_grad():
             xr = self._input(x)
             u = self._projection(params, xr)
@@ -403,7 +419,7 @@ class TorchNetwork:
 
         Symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each divided by its own signed β.
         """
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         if beta == 0.0:
             raise BackendError("torch backend: ep_trace needs a non-zero beta")
         betas = (abs(beta), -abs(beta)) if symmetric else (float(beta),)
@@ -472,7 +488,7 @@ class TorchNetwork:
         ∂L/∂W{n}_{n+1},t = g^nᵀ r^{n+1}_t + r^n_tᵀ g^{n+1}, ∂L/∂W{n}_x,t = g^nᵀ r_x and
         ∂L/∂b_n,t = Σ_b g^n.
         """
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         if steps == 0:
             return self._numpy({}, 0)
         with torch.no_grad():
@@ -513,17 +529,6 @@ class TorchNetwork:
 
     # ---- training ------------------------------------------------------------------------------
 
-    def _loss_errors(self, s0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Batch-mean ½‖s⁰ − y‖² and the number of argmax mismatches, as 0-d tensors (no sync)."""
-        loss = 0.5 * ((s0 - y) ** 2).sum(1).mean()
-        errors = (s0.argmax(1) != y.argmax(1)).sum()
-        return loss, errors
-
-    def _lr(self, lrs: dict[str, float], name: str) -> float:
-        if name not in lrs:
-            raise BackendError(f"torch backend: no learning rate for {name} in lrs")
-        return float(lrs[name])
-
     def ep_step(
         self,
         params: Params,
@@ -540,7 +545,7 @@ class TorchNetwork:
 
         Symmetric: (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2 β_eff). Updates `params` in place.
         """
-        self._check_steps(free_steps=free_steps, steps=steps)
+        check_steps(free_steps=free_steps, steps=steps)
         if beta == 0.0:
             raise BackendError("torch backend: ep_step needs a non-zero beta")
         with torch.no_grad(), self._small_ops(len(x)):
@@ -559,17 +564,17 @@ class TorchNetwork:
             ra, rb = self._r(a), self._r(b)
             scale /= xr.shape[0]  # batch mean
             for n in range(self._layers):
-                lr = self._lr(lrs, f"b{n}") * scale
+                lr = learning_rate(lrs, f"b{n}") * scale
                 dr = ra[n] - rb[n]
                 params[f"b{n}"].add_(dr.sum(0), alpha=lr)
                 if n in self._input_layers:
-                    lr = self._lr(lrs, f"W{n}_x") * scale
+                    lr = learning_rate(lrs, f"W{n}_x") * scale
                     params[f"W{n}_x"].addmm_(dr.t(), xr, alpha=lr)
                 if n < self._layers - 1:
-                    lr = self._lr(lrs, f"W{n}_{n + 1}") * scale
+                    lr = learning_rate(lrs, f"W{n}_{n + 1}") * scale
                     w = params[f"W{n}_{n + 1}"]
                     w.addmm_(ra[n].t(), ra[n + 1], alpha=lr).addmm_(rb[n].t(), rb[n + 1], alpha=-lr)
-            loss, errors = self._loss_errors(star[0], yt)
+            loss, errors = loss_errors(star[0], yt)
         return params, loss, errors
 
     def bptt_step(
@@ -587,7 +592,7 @@ class TorchNetwork:
         L = (1/2B) Σ_b ‖s⁰_T − y‖² (PAPER.md §1), BPTT truncated to the last K steps. Updates
         `params` in place.
         """
-        self._check_steps(free_steps=free_steps, steps=steps)
+        check_steps(free_steps=free_steps, steps=steps)
         if steps > free_steps:
             raise BackendError(f"torch backend: K = {steps} exceeds T = {free_steps}")
         names = list(self._shapes)
@@ -614,13 +619,13 @@ class TorchNetwork:
                     )
             with torch.no_grad():
                 for name, grad in zip(names, grads, strict=True):  # (all zero when K = 0)
-                    params[name].sub_(grad, alpha=self._lr(lrs, name))
-                loss, errors = self._loss_errors(s[0].detach(), yt)
+                    params[name].sub_(grad, alpha=learning_rate(lrs, name))
+                loss, errors = loss_errors(s[0].detach(), yt)
         return params, loss, errors
 
     def predict(self, params: Params, x: Any, *, steps: int) -> np.ndarray:
         """argmax of s⁰ after `steps` free steps from zero, numpy int array (B,)."""
-        self._check_steps(steps=steps)
+        check_steps(steps=steps)
         with torch.no_grad(), self._small_ops(len(x)):
             xr = self._input(x)
             u = self._projection(params, xr)
