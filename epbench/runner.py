@@ -108,6 +108,17 @@ def nudge(spec: TaskSpec, *, seed: int) -> tuple[float, bool]:
     return beta, False
 
 
+def unsaturated_target(net: Network, star: Any, y: Any) -> np.ndarray:
+    """The EP target of `dynamics.nudge = "unsaturated"`: y, except s⁰_* on the output units at
+    a bound of the hard sigmoid or the clamp (exactly 0 or 1) at the fixed point `star`. There σ'
+    is 0, BPTT passes no gradient, and the paper's nudge β (y − s⁰) would still move the unit
+    (it is added after σ): linearising both phases around s_* shows EP then estimates BPTT's
+    gradient only for y on the unsaturated units. Same dtype as y."""
+    y = np.asarray(y)
+    s0 = np.asarray(net.states(star)["s0"], dtype=y.dtype)
+    return np.where((s0 == 0.0) | (s0 == 1.0), s0, y)
+
+
 def gdu_once(
     net: Network, params: Any, x: Any, y: Any, spec: TaskSpec, *, beta: float, symmetric: bool
 ) -> GduResult:
@@ -127,9 +138,12 @@ def gdu_once(
     mid, _ = timed("free_before", lambda: net.free_phase(params, x, steps=T - K))
     star, residual = timed("free_last", lambda: net.free_phase(params, x, steps=K, start=mid))
     bptt = timed("bptt", lambda: net.bptt_trace(params, x, y, start=mid, steps=K))
+    target = y if spec.dynamics.nudge == "output" else unsaturated_target(net, star, y)
     ep = timed(
         "ep",
-        lambda: net.ep_trace(params, x, y, start=star, beta=beta, steps=K, symmetric=symmetric),
+        lambda: net.ep_trace(
+            params, x, target, start=star, beta=beta, steps=K, symmetric=symmetric
+        ),
     )
     seconds["total"] = sum(seconds.values())
     return GduResult(ep=ep, bptt=bptt, residual=float(residual), seconds=seconds)

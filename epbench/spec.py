@@ -14,6 +14,7 @@ from typing import Any
 SETTINGS = ("EB", "P")
 ACTIVATIONS = ("tanh", "sigm", "hardsigm")
 ESTIMATORS = ("positive", "negative", "symmetric", "random-sign")
+NUDGES = ("output", "unsaturated")
 DTYPES = ("float32", "float64")
 MEASUREMENTS = ("gdu", "train", "rtrl", "speed", "memory", "beta-sweep")
 DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
@@ -121,6 +122,11 @@ class DynamicsSpec:
                 or "random-sign" (the sign of β drawn per batch from the seed).
     betas       the |β| grid of the `beta-sweep` measurement (epbench.sweep); empty: its default
                 log grid `sweep.DEFAULT_BETAS`. Other measurements use `beta` only.
+    nudge       "output" (PAPER.md §1: β (y − s⁰) on every output unit) or, for `gdu` cells of
+                models whose output saturates (hardsigm or clamp), "unsaturated": the EP phase
+                gets the target s⁰_* instead of y on the output units at a bound (exactly 0 or 1)
+                at the fixed point, so that only units through which BPTT's gradient flows
+                (σ' ≠ 0) are nudged (a deviation from the paper, epbench.runner.gdu_once).
     """
 
     T: int
@@ -128,6 +134,7 @@ class DynamicsSpec:
     beta: float
     estimator: str = "positive"
     betas: tuple[float, ...] = ()
+    nudge: str = "output"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -29,6 +29,7 @@ from .spec import (
     ESTIMATORS,
     FEEDBACK,
     MEASUREMENTS,
+    NUDGES,
     SETTINGS,
     ConvSpec,
     DataSpec,
@@ -61,6 +62,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "beta": ("non-zero number", True),
         "estimator": ("estimator", False),
         "betas": ("β grid", False),
+        "nudge": ("nudge", False),
     },
     "data": {
         "source": ("data source", True),
@@ -370,6 +372,7 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         "estimator": ESTIMATORS,
         "data source": DATA_SOURCES,
         "feedback": FEEDBACK,
+        "nudge": NUDGES,
     }
     if kind in choices:
         if value not in choices[kind]:
@@ -595,6 +598,21 @@ def build_spec(
     measure = config.get("measure", ["gdu"])
     if not isinstance(measure, list) or not measure or any(m not in MEASUREMENTS for m in measure):
         raise TaskError(where, "measure", f"a list of {', '.join(MEASUREMENTS)}", measure)
+    if dynamics.nudge == "unsaturated":
+        if measure != ["gdu"]:
+            raise TaskError(
+                where,
+                "dynamics.nudge",
+                '"output" unless the only measurement is gdu',
+                "unsaturated",
+            )
+        if model.activation != "hardsigm" and not model.clamp:
+            raise TaskError(
+                where,
+                "dynamics.nudge",
+                '"output" for a model whose output does not saturate (not hardsigm, no clamp)',
+                "unsaturated",
+            )
     if "train" in measure:
         if not train.lrs:
             raise TaskError(
