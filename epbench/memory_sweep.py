@@ -182,9 +182,8 @@ def run_memory(
     depend on the values)."""
     dtype = options.dtype or spec.dtype
     record = measurement_record(spec, backend, options, env, measurement="memory")
-    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
-    if reason:
-        return {**record, "status": "skipped", "reason": reason}
+    if record.get("status") == "skipped":
+        return record
     started = time.perf_counter()
     try:
         memory = sweep(spec, backend.name, dtype=dtype, device=options.device, seed=options.seed)

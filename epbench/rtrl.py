@@ -111,9 +111,8 @@ def run_rtrl(
     """Measure one `rtrl` cell on one backend (module doc) and return its record (not written)."""
     dtype = options.dtype or spec.dtype
     record = measurement_record(spec, backend, options, env, measurement="rtrl")
-    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
-    if reason:
-        return {**record, "status": "skipped", "reason": reason}
+    if record.get("status") == "skipped":
+        return record
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     params_np = init_params(spec.model, seed=options.seed, dtype=dtype)
     count = int(sum(v.size for v in params_np.values()))

@@ -189,14 +189,20 @@ def measurement_record(
     measurement: str,
 ) -> dict[str, Any]:
     """The start of every measurement's record: `base_record` for `measurement`, with the
-    backend's framework versions and device description added to the environment."""
-    record = base_record(spec, backend, options, options.dtype or spec.dtype, env)
+    backend's framework versions and device description added to the environment. Where the
+    backend cannot run the cell (`Backend.unsupported`) the record is already final: status
+    `skipped` and the reason."""
+    dtype = options.dtype or spec.dtype
+    record = base_record(spec, backend, options, dtype, env)
     record["measurement"] = measurement
     record["environment"] = {
         **env,
         "backend_versions": backend.versions(),
         "device_info": backend.device_info(options.device),
     }
+    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
+    if reason:
+        record.update(status="skipped", reason=reason)
     return record
 
 
@@ -211,9 +217,8 @@ def run_gdu(
     """Measure one GDU cell on one backend and return its record (not yet written)."""
     dtype = options.dtype or spec.dtype
     record = measurement_record(spec, backend, options, env, measurement="gdu")
-    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
-    if reason:
-        return {**record, "status": "skipped", "reason": reason}
+    if record.get("status") == "skipped":
+        return record
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     params_np = init_params(spec.model, seed=options.seed, dtype=dtype)
     beta, symmetric = record["beta_used"], record["symmetric"]
@@ -301,9 +306,8 @@ def run_train(
     record = measurement_record(spec, backend, options, env, measurement="train")
     if spec.dynamics.estimator == "random-sign":
         record["beta_used"] = abs(spec.dynamics.beta)  # its sign is drawn per batch
-    reason = backend.unsupported(spec.model, dtype=dtype, device=options.device)
-    if reason:
-        return {**record, "status": "skipped", "reason": reason}
+    if record.get("status") == "skipped":
+        return record
     initial = init_params(spec.model, seed=options.seed, dtype=dtype)
     beta, symmetric = nudge(spec, seed=options.seed)
     folder = writer.folder / "checkpoints"
