@@ -32,19 +32,13 @@ Native types as in `epbench_jax.network`: a dict of arrays keyed by canonical na
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from functools import partial
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes
 from epbench.spec import ModelSpec
 
+from .compiled import Family
 from .network import activation, clip01
 
 Params = dict[str, jax.Array]
@@ -262,136 +256,22 @@ def bptt_step(model, params, x, y, lrs, *, free_steps: int, steps: int):
     return {k: v - lrs[k] * grads[k] for k, v in params.items()}, value, errors
 
 
-# ---------------------------------------------------------------- the Network
+# ---------------------------------------------------------------- the family
 
 
-class JaxAsymmetricNetwork:
-    """A fully connected model with independent feedback weights (module doc) for one dtype and
-    device; implements `epbench.protocols.Network` and the optional `rtrl_gradient`."""
+def unsupported(model: ModelSpec) -> str | None:
+    """None for a fully connected model with a feedback angle; otherwise why not."""
+    if model.feedback_angle is None or model.conv is not None:
+        return "asymmetric networks need a fully connected model with a feedback angle"
+    return None
 
-    def __init__(self, model: ModelSpec, *, dtype: str, device: str, jax_device) -> None:
-        if model.feedback_angle is None or model.conv is not None:
-            raise BackendError("jax backend: asymmetric networks need a fully connected model")
-        self.model, self.dtype, self.device = model, dtype, device
-        self._device = jax_device
-        self._shapes = param_shapes(model)
-        self._names = [*self._shapes, *(f"s{n}" for n in range(len(model.sizes)))]
-        self._free = jax.jit(partial(free_phase, model))
-        self._ep = jax.jit(partial(ep_traces, model), static_argnames=("steps", "symmetric"))
-        self._bptt = jax.jit(partial(bptt_traces, model), static_argnames=("steps",))
-        training = ("free_steps", "steps", "symmetric")
-        self._ep_step = jax.jit(partial(ep_step, model), static_argnames=training)
-        self._bptt_step = jax.jit(partial(bptt_step, model), static_argnames=training[:2])
-        self._pending: object = None
 
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """x64 for float64 networks, inside the call only; full-precision matmuls."""
-        with jax.enable_x64(self.dtype == "float64"), jax.default_matmul_precision("highest"):
-            yield
-
-    def _put(self, a) -> jax.Array:
-        if isinstance(a, jax.Array):
-            return jax.device_put(a.astype(self.dtype), self._device)
-        return jax.device_put(np.asarray(a, dtype=self.dtype), self._device)
-
-    def _start(self, start, batch: int) -> States:
-        if start is None:
-            return tuple(self._put(np.zeros((batch, w))) for w in self.model.sizes)
-        return tuple(self._put(v) for v in start)
-
-    def _lrs(self, lrs: dict[str, float]) -> dict[str, float]:
-        missing = sorted(set(self._shapes) - set(lrs))
-        if missing:
-            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
-        return {k: float(lrs[k]) for k in self._shapes}
-
-    def _traces(self, out) -> dict[str, np.ndarray]:
-        return {k: np.asarray(out[k]) for k in self._names}
-
-    def _zero_traces(self) -> dict[str, np.ndarray]:
-        shapes = self._shapes | {f"s{n}": (w,) for n, w in enumerate(self.model.sizes)}
-        return {k: np.zeros((0, *shapes[k]), dtype=self.dtype) for k in self._names}
-
-    @staticmethod
-    def _check(*, beta: float | None = None, **steps: int) -> None:
-        for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
-        if beta is not None and beta == 0.0:
-            raise BackendError("jax backend: EP needs a non-zero beta")
-
-    def load(self, params: dict[str, np.ndarray]) -> Params:
-        found = {k: np.shape(v) for k, v in params.items()}
-        if any(found.get(k) != shape for k, shape in self._shapes.items()):
-            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
-        with self.scope():
-            self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
-            return self._pending
-
-    def dump(self, params: Params) -> dict[str, np.ndarray]:
-        return {k: np.array(params[k]) for k in self._shapes}
-
-    def states(self, states: States) -> dict[str, np.ndarray]:
-        return {f"s{n}": np.array(v) for n, v in enumerate(states)}
-
-    def free_phase(self, params, x, *, steps, start=None):
-        self._check(steps=steps)
-        with self.scope():
-            x = self._put(x)
-            start = self._start(start, x.shape[0])
-            if steps == 0:
-                return start, 0.0
-            s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
-            return s, float(residual)
-
-    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
-        self._check(steps=steps, beta=beta)
-        if steps == 0:
-            return self._zero_traces()
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            start = self._start(start, x.shape[0])
-            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
-            return self._traces(out)
-
-    def bptt_trace(self, params, x, y, *, start, steps):
-        self._check(steps=steps)
-        if steps == 0:
-            return self._zero_traces()
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
-            return self._traces(out)
-
-    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
-        self._check(free_steps=free_steps, steps=steps, beta=beta)
-        with self.scope():
-            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
-            self._pending = self._ep_step(
-                params, x, y, lrs, float(beta), free_steps=free_steps, steps=steps,
-                symmetric=symmetric,
-            )  # fmt: skip
-            return self._pending
-
-    def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
-        self._check(free_steps=free_steps, steps=steps)
-        if steps > free_steps:
-            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
-        with self.scope():
-            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
-            self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
-            return self._pending
-
-    def predict(self, params, x, *, steps) -> np.ndarray:
-        s, _ = self.free_phase(params, x, steps=steps)
-        return np.asarray(s[0]).argmax(axis=1)
-
-    def synchronize(self) -> None:
-        jax.block_until_ready(self._pending)
-
-    def rtrl_gradient(self, params, x, y, *, start, steps) -> dict[str, np.ndarray]:
-        """Σ_t ∇BPTT_θ(t) computed forward in time (`epbench_jax.rtrl`)."""
-        from .rtrl import rtrl_gradient
-
-        return rtrl_gradient(self, params, x, y, start=start, steps=steps)
+FAMILY = Family(
+    name="asymmetric",
+    unsupported=unsupported,
+    free_phase=free_phase,
+    ep_traces=ep_traces,
+    bptt_traces=bptt_traces,
+    ep_step=ep_step,
+    bptt_step=bptt_step,
+)

@@ -36,8 +36,9 @@ def _cpu_name() -> str:
 
 
 class JaxBackend:
-    """Builds `epbench_jax.network.JaxNetwork`s (fully connected) and `epbench_jax.conv.
-    JaxConvNetwork`s (P-conv): whole phases under `jax.jit`, CPU or GPU."""
+    """Builds `epbench_jax.compiled.JaxNetwork`s over one model family — `network` (tied, fully
+    connected), `asymmetric` (feedback weights) or `conv` (P-conv): whole phases under `jax.jit`,
+    CPU or GPU."""
 
     name = "jax"
     # Optional measurement methods (epbench.peak, `epbench run speed`).
@@ -83,16 +84,14 @@ class JaxBackend:
         reason = self.unsupported(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
-        if model.conv is not None:
-            from .conv import JaxConvNetwork
-
-            return JaxConvNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))
-        if model.feedback_angle is not None:  # independent feedback weights
-            from .asymmetric import JaxAsymmetricNetwork
-
-            return JaxAsymmetricNetwork(
-                model, dtype=dtype, device=device, jax_device=_jax_device(device)
-            )
+        from .compiled import JaxNetwork
         from .rtrl import JaxRtrlNetwork  # JaxNetwork + the optional rtrl_gradient
 
-        return JaxRtrlNetwork(model, dtype=dtype, device=device, jax_device=_jax_device(device))
+        if model.conv is not None:
+            from .conv import FAMILY
+        elif model.feedback_angle is not None:  # independent feedback weights
+            from .asymmetric import FAMILY
+        else:
+            from .network import FAMILY
+        cls = JaxNetwork if model.conv is not None else JaxRtrlNetwork
+        return cls(model, family=FAMILY, dtype=dtype, device=device, jax_device=_jax_device(device))

@@ -29,8 +29,6 @@ shifted views (`_conv`, `_adjoint`) at full precision, float64 under the scoped 
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from functools import partial
 
 import jax
@@ -39,10 +37,10 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from epbench.errors import BackendError
 from epbench.params import param_shapes, state_shapes
 from epbench.spec import ModelSpec
 
+from .compiled import Family
 from .network import activation, clip01, loss_errors
 
 Params = dict[str, Float[Array, "..."]]
@@ -482,150 +480,32 @@ def bptt_step(
     return new, loss_value, errors
 
 
-# ---------------------------------------------------------------- the Network
+# ---------------------------------------------------------------- the family
 
 
-class JaxConvNetwork:
-    """A P-conv model compiled for one dtype and device (implements `epbench.protocols.Network`).
+def unsupported(model: ModelSpec) -> str | None:
+    """None for a P-setting conv model whose sizes fit its conv stack; otherwise why not."""
+    if model.conv is None or model.setting != "P":
+        return "the conv family runs P-setting conv models only"
+    conv = model.conv
+    if model.sizes != conv.sizes(model.outputs) or model.inputs != int(np.prod(conv.input)):
+        return (
+            f"a conv model needs inputs = {int(np.prod(conv.input))} and "
+            f"sizes = {conv.sizes(model.outputs)}, found {model.inputs} and {model.sizes}"
+        )
+    if model.input_to not in ((), (len(conv.channels),)):
+        return "the input of a conv model feeds its last layer only"
+    return None
 
-    Native parameters: a dict of jax arrays keyed by canonical names; native states: a tuple of jax
-    arrays, s⁰ (B, O) and the conv layers in NHWC, (B, H, W, C) (XLA's CPU convolutions are fast
-    in that layout; `states()` gives the canonical (B, C, H, W)). A `start` given as numpy arrays
-    is read as canonical states, jax arrays as native ones. Each method runs inside `scope()`; the
-    phases are jitted once here (the free phase traces its step count; traces and training steps
-    take K and T as static arguments).
-    """
 
-    def __init__(self, model: ModelSpec, *, dtype: str, device: str, jax_device) -> None:
-        if model.conv is None or model.setting != "P":
-            raise BackendError("jax backend: JaxConvNetwork needs a P-setting conv model")
-        conv = model.conv
-        if model.sizes != conv.sizes(model.outputs) or model.inputs != int(np.prod(conv.input)):
-            raise BackendError(
-                f"jax backend: a conv model needs inputs = {int(np.prod(conv.input))} and "
-                f"sizes = {conv.sizes(model.outputs)}, found {model.inputs} and {model.sizes}"
-            )
-        if model.input_to not in ((), (len(conv.channels),)):
-            raise BackendError("jax backend: the input of a conv model feeds its last layer only")
-        self.model, self.dtype, self.device = model, dtype, device
-        self._device = jax_device
-        self._shapes = param_shapes(model)
-        self._state_shapes = {k: v[1:] for k, v in state_shapes(model, 1).items()}
-        self._names = [*self._shapes, *self._state_shapes]
-        self._free = jax.jit(partial(free_phase, model))
-        self._ep = jax.jit(partial(ep_traces, model), static_argnames=("steps", "symmetric"))
-        self._bptt = jax.jit(partial(bptt_traces, model), static_argnames=("steps",))
-        training = ("free_steps", "steps", "symmetric")
-        self._ep_step = jax.jit(partial(ep_step, model), static_argnames=training)
-        self._bptt_step = jax.jit(partial(bptt_step, model), static_argnames=training[:2])
-        self._pending: object = None
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """x64 on for float64 networks only, inside the call; full-precision matmuls (no TF32)."""
-        with jax.enable_x64(self.dtype == "float64"), jax.default_matmul_precision("highest"):
-            yield
-
-    def _put(self, a) -> Array:
-        if isinstance(a, jax.Array):
-            return jax.device_put(a.astype(self.dtype), self._device)
-        return jax.device_put(np.asarray(a, dtype=self.dtype), self._device)
-
-    def _start(self, start, batch: int) -> States:
-        """Native states: zeros, native jax arrays as they are, canonical numpy ones transposed."""
-        if start is None:
-            start = [np.zeros((batch, *s)) for s in self._state_shapes.values()]
-        if all(isinstance(v, jax.Array) for v in start):
-            return tuple(self._put(v) for v in start)
-        return tuple(self._put(v) for v in to_native(tuple(np.asarray(v) for v in start)))
-
-    def _lrs(self, lrs: dict[str, float]) -> dict[str, float]:
-        missing = sorted(set(self._shapes) - set(lrs))
-        if missing:
-            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
-        return {k: float(lrs[k]) for k in self._shapes}
-
-    def _traces(self, out: Params) -> dict[str, np.ndarray]:
-        return {k: np.asarray(out[k]) for k in self._names}
-
-    @staticmethod
-    def _check(*, beta: float | None = None, **steps: int) -> None:
-        for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
-        if beta is not None and beta == 0.0:
-            raise BackendError("jax backend: EP needs a non-zero beta")
-
-    def load(self, params: dict[str, np.ndarray]) -> Params:
-        """Canonical numpy parameters → jax arrays on this network's device (copies)."""
-        found = {k: np.shape(v) for k, v in params.items()}
-        if any(found.get(k) != shape for k, shape in self._shapes.items()):
-            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
-        with self.scope():
-            self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
-            return self._pending
-
-    def dump(self, params: Params) -> dict[str, np.ndarray]:
-        return {k: np.array(params[k]) for k in self._shapes}
-
-    def states(self, states: States) -> dict[str, np.ndarray]:
-        """Native states → canonical numpy states (conv layers (B, C, H, W))."""
-        with self.scope():
-            return {f"s{n}": np.array(v) for n, v in enumerate(to_canonical(tuple(states)))}
-
-    def free_phase(self, params: Params, x, *, steps: int, start: States | None = None):
-        """`steps` free steps from `start` (zeros when None), the input convolution once; returns
-        (s_T, ‖s_T − s_{T−1}‖), 0.0 when steps == 0."""
-        self._check(steps=steps)
-        with self.scope():
-            x = self._put(x)
-            start = self._start(start, x.shape[0])
-            if steps == 0:
-                return start, 0.0
-            s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
-            return s, float(residual)
-
-    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
-        self._check(steps=steps, beta=beta)
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            start = self._start(start, x.shape[0])
-            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
-            return self._traces(out)
-
-    def bptt_trace(self, params, x, y, *, start, steps):
-        self._check(steps=steps)
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
-            return self._traces(out)
-
-    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
-        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps, beta=beta)
-        with self.scope():
-            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
-            self._pending = self._ep_step(
-                params, x, y, lrs, float(beta), free_steps=free_steps, steps=steps,
-                symmetric=symmetric,
-            )  # fmt: skip
-            return self._pending
-
-    def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
-        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps)
-        if steps > free_steps:
-            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
-        with self.scope():
-            x, y, lrs = self._put(x), self._put(y), self._lrs(lrs)
-            self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
-            return self._pending
-
-    def predict(self, params, x, *, steps) -> np.ndarray:
-        """argmax of s⁰ after `steps` free steps from zero (reuses the compiled free phase)."""
-        s, _ = self.free_phase(params, x, steps=steps)
-        return np.asarray(s[0]).argmax(axis=1)
-
-    def synchronize(self) -> None:
-        """Block until the last dispatched call (training steps are asynchronous) has finished."""
-        jax.block_until_ready(self._pending)
+FAMILY = Family(
+    name="conv",
+    unsupported=unsupported,
+    free_phase=free_phase,
+    ep_traces=ep_traces,
+    bptt_traces=bptt_traces,
+    ep_step=ep_step,
+    bptt_step=bptt_step,
+    to_native=to_native,
+    to_canonical=to_canonical,
+)

@@ -1,35 +1,32 @@
 """The convergent RNN with static input in JAX (PAPER.md §1–§3): dynamics, traces, training steps.
 
 Parameters are a dict of arrays keyed by canonical names (`epbench.params`); states are a tuple
-`(s⁰, …, sᴺ)` of `(B, sizes[n])` arrays, output layer first. Every phase is one `jax.jit` around a
-`lax.fori_loop` / `lax.scan`; the static input projection is computed once per phase. Float64 is
-switched on with the scoped `jax.enable_x64` context around each call only (it never leaks), and
-matmuls run at full precision (no TF32 on GPU) so that backends agree.
+`(s⁰, …, sᴺ)` of `(B, sizes[n])` arrays, output layer first. Every phase is a pure function around a
+`lax.fori_loop` / `lax.scan`, jitted whole by `epbench_jax.compiled.JaxNetwork` (which also scopes
+float64 and full-precision matmuls); the static input projection is computed once per phase.
 
 Speed (training steps, 2 CPU cores, batch 20): a step of the small models is a few hundred tiny
 matmuls and element-wise passes, so the costs are the per-step activation (XLA's exp) and the
-per-call overhead. Hence: XLA:CPU is asked for 512-bit vectors (`CPU_OPTIONS`, per jit: nothing
-global changes), ρ(s) is computed once per step and reused by ρ'(s), each EP weight update is one
-matmul of (difference, state) factors with the learning rate folded into the small factor, the
-learning rates are converted to device scalars once (`_rates_of`), and batches cross into the
-jitted step as numpy (a `jax.device_put` of a numpy array cost more than the jit's own transfer).
+per-call overhead. Hence: ρ(s) is computed once per step and reused by ρ'(s), and each EP weight
+update is one matmul of (difference, state) factors with the learning rate folded into the small
+factor; the per-call costs are `epbench_jax.compiled`'s (512-bit vectors for XLA:CPU, learning
+rates converted once, batches passed as numpy). `FAMILY` bundles these functions for
+`compiled.JaxNetwork`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
 from epbench.errors import BackendError
-from epbench.params import param_shapes
 from epbench.spec import ModelSpec
+
+from .compiled import Family
 
 Params = dict[str, Float[Array, "..."]]  # canonical name → parameter (or its per-step trace)
 States = tuple[Float[Array, "B _"], ...]  # (s⁰, …, sᴺ), layer n of width sizes[n]
@@ -37,10 +34,6 @@ Proj = tuple[Float[Array, "B _"], ...]  # static part cₙ of each layer's drive
 X = Float[Array, "B inputs"]
 Y = Float[Array, "B outputs"]
 Scalar = Float[Array, ""]
-
-# XLA:CPU options of every jit on a CPU device: 512-bit vectors in element-wise loops where the CPU
-# has them (the per-step σ(·) ran about 1.5× faster; per element the arithmetic is unchanged).
-CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
 
 
 # ---------------------------------------------------------------- activations (PAPER.md §3)
@@ -397,156 +390,22 @@ def bptt_step(
     return new, loss_value, errors
 
 
-# ---------------------------------------------------------------- the Network
+# ---------------------------------------------------------------- the family
 
 
-class JaxNetwork:
-    """One model compiled for one dtype and device (implements `epbench.protocols.Network`).
+def unsupported(model: ModelSpec) -> str | None:
+    """None for a tied fully connected model; otherwise why this family does not run it."""
+    if model.conv is not None or model.feedback_angle is not None:
+        return "the tied fully connected family runs models without conv layers or feedback angle"
+    return None
 
-    Native parameters: a dict of jax arrays keyed by canonical names; native states: a tuple of
-    `(B, sizes[n])` jax arrays. Each method runs inside `scope()`. The jitted phases are built once
-    here and jax keeps one compilation per input shape: the free phase traces its step count (one
-    compilation for every T, reused by `predict`); traces and training steps take K (and T) as
-    static arguments.
-    """
 
-    def __init__(self, model: ModelSpec, *, dtype: str, device: str, jax_device) -> None:
-        self.model, self.dtype, self.device = model, dtype, device
-        self._device = jax_device
-        self._shapes = param_shapes(model)
-        self._names = [*self._shapes, *(f"s{n}" for n in range(len(model.sizes)))]
-        options = CPU_OPTIONS if jax_device.platform == "cpu" else None
-        jit = partial(jax.jit, compiler_options=options)
-        self._free = jit(partial(free_phase, model))
-        self._ep = jit(partial(ep_traces, model), static_argnames=("steps", "symmetric"))
-        self._bptt = jit(partial(bptt_traces, model), static_argnames=("steps",))
-        training = ("free_steps", "steps", "symmetric")
-        self._ep_step = jit(partial(ep_step, model), static_argnames=training)
-        self._bptt_step = jit(partial(bptt_step, model), static_argnames=training[:2])
-        self._pending: object = None  # outputs of the last asynchronous call, for synchronize()
-        self._rates: tuple[dict, dict] | None = None  # the last `lrs` and their device scalars
-
-    @contextlib.contextmanager
-    def scope(self) -> Iterator[None]:
-        """x64 on for float64 networks only, and only inside the call (`jax.enable_x64` is a
-        scoped context: other computations keep their dtype); full-precision matmuls (no TF32)."""
-        with jax.enable_x64(self.dtype == "float64"), jax.default_matmul_precision("highest"):
-            yield
-
-    # ---- conversions (call inside scope())
-
-    def _put(self, a) -> Array:
-        """numpy or jax → a jax array of this dtype on this device (no copy when it already is)."""
-        if isinstance(a, jax.Array):
-            return jax.device_put(a.astype(self.dtype), self._device)
-        return jax.device_put(np.asarray(a, dtype=self.dtype), self._device)
-
-    def _start(self, start, batch: int) -> States:
-        if start is None:
-            return tuple(self._put(np.zeros((batch, w))) for w in self.model.sizes)
-        return tuple(self._put(v) for v in start)  # no copy when already native
-
-    def _lrs(self, lrs: dict[str, float]) -> dict[str, float]:
-        missing = sorted(set(self._shapes) - set(lrs))
-        if missing:
-            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
-        return {k: float(lrs[k]) for k in self._shapes}
-
-    def _rates_of(self, lrs: dict[str, float]) -> dict[str, Array]:
-        """The learning rates as device scalars of this dtype, converted once per distinct `lrs`
-        (Python floats are converted on every jitted call, a cost comparable to a small step)."""
-        rates = self._lrs(lrs)
-        if self._rates is None or self._rates[0] != rates:
-            self._rates = rates, {k: self._put(np.asarray(v)) for k, v in rates.items()}
-        return self._rates[1]
-
-    def _host(self, a) -> np.ndarray | Array:
-        """A batch for a jitted call: numpy in this dtype (the jit moves it to the device of the
-        committed parameters, cheaper than `jax.device_put`), or the jax array as it is."""
-        return self._put(a) if isinstance(a, jax.Array) else np.asarray(a, dtype=self.dtype)
-
-    def _traces(self, out: Params) -> dict[str, np.ndarray]:
-        """Canonical order (parameters, then states); zero-copy views on the CPU (read-only)."""
-        return {k: np.asarray(out[k]) for k in self._names}
-
-    @staticmethod
-    def _check(*, beta: float | None = None, **steps: int) -> None:
-        for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
-        if beta is not None and beta == 0.0:
-            raise BackendError("jax backend: EP needs a non-zero beta")
-
-    def load(self, params: dict[str, np.ndarray]) -> Params:
-        """Canonical numpy parameters → jax arrays on this network's device (copies)."""
-        found = {k: np.shape(v) for k, v in params.items()}
-        if any(found.get(k) != shape for k, shape in self._shapes.items()):
-            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
-        with self.scope():
-            self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
-            return self._pending
-
-    def dump(self, params: Params) -> dict[str, np.ndarray]:
-        return {k: np.array(params[k]) for k in self._shapes}
-
-    def states(self, states: States) -> dict[str, np.ndarray]:
-        return {f"s{n}": np.array(v) for n, v in enumerate(states)}
-
-    # ---- phases
-
-    def free_phase(self, params: Params, x, *, steps: int, start: States | None = None):
-        """`steps` free steps from `start` (zeros when None); one sync at the end, for the
-        residual ‖s_T − s_{T−1}‖ (0.0 when steps == 0)."""
-        self._check(steps=steps)
-        with self.scope():
-            x = self._put(x)
-            start = self._start(start, x.shape[0])
-            if steps == 0:
-                return start, 0.0
-            s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
-            return s, float(residual)
-
-    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
-        self._check(steps=steps, beta=beta)
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            start = self._start(start, x.shape[0])
-            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
-            return self._traces(out)
-
-    def bptt_trace(self, params, x, y, *, start, steps):
-        self._check(steps=steps)
-        with self.scope():
-            x, y = self._put(x), self._put(y)
-            out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
-            return self._traces(out)
-
-    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
-        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps, beta=beta)
-        with self.scope():
-            x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
-            beta = np.asarray(beta, dtype=self.dtype)
-            self._pending = self._ep_step(
-                params, x, y, lrs, beta, free_steps=free_steps, steps=steps, symmetric=symmetric
-            )
-            return self._pending
-
-    def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
-        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps)
-        if steps > free_steps:
-            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
-        with self.scope():
-            x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
-            self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
-            return self._pending
-
-    def predict(self, params, x, *, steps) -> np.ndarray:
-        """argmax of s⁰ after `steps` free steps from zero (reuses the compiled free phase)."""
-        s, _ = self.free_phase(params, x, steps=steps)
-        return np.asarray(s[0]).argmax(axis=1)
-
-    def synchronize(self) -> None:
-        """Block until the last dispatched call (training steps are asynchronous) has finished."""
-        jax.block_until_ready(self._pending)
+FAMILY = Family(
+    name="fully connected",
+    unsupported=unsupported,
+    free_phase=free_phase,
+    ep_traces=ep_traces,
+    bptt_traces=bptt_traces,
+    ep_step=ep_step,
+    bptt_step=bptt_step,
+)

@@ -11,7 +11,8 @@ the primal states (forward-mode differentiation), so memory is O(P · B · Σ si
 and the cost P times a forward pass — for the toy model and small nets only.
 
 The dynamics are `epbench_jax.asymmetric.step` (tied or asymmetric, EB or P); `JaxRtrlNetwork`
-adds the optional `rtrl_gradient` method of `epbench.protocols` to the tied `JaxNetwork`.
+adds the optional `rtrl_gradient` method of `epbench.protocols` to `compiled.JaxNetwork` for the
+fully connected families (tied and asymmetric).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from epbench.spec import ModelSpec
 
 from .asymmetric import input_of, loss_errors, project, run
-from .network import JaxNetwork
+from .compiled import JaxNetwork
 
 
 def truncated_gradient(model: ModelSpec, params, x, y, start, steps: int):
@@ -60,7 +61,7 @@ def rtrl_gradient(net: Any, params, x, y, *, start, steps: int) -> dict[str, np.
 
 
 class JaxRtrlNetwork(JaxNetwork):
-    """The tied fully connected `JaxNetwork` plus the optional `rtrl_gradient` method."""
+    """A fully connected `JaxNetwork` (tied or asymmetric) plus the optional `rtrl_gradient`."""
 
     def rtrl_gradient(self, params, x, y, *, start, steps) -> dict[str, np.ndarray]:
         """Σ_t ∇BPTT_θ(t) through the K steps from `start`, forward in time (module doc)."""

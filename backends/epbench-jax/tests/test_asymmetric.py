@@ -16,8 +16,9 @@ import pytest
 from epbench.errors import BackendError
 from epbench.params import init_params, learning_rates
 from epbench.spec import ModelSpec
-from epbench_jax.asymmetric import JaxAsymmetricNetwork
+from epbench_jax.asymmetric import FAMILY
 from epbench_jax.backend import JaxBackend
+from epbench_jax.compiled import JaxNetwork
 
 P = ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="tanh")
 T, K, BATCH, BETA = 60, 8, 3, 0.05
@@ -119,8 +120,8 @@ def test_frozen_feedback_and_refusals(asym, data):
         after = asym.dump(new)
         assert np.array_equal(after["B1_0"], params["B1_0"])
         assert not np.array_equal(after["W0_1"], params["W0_1"])
-    assert isinstance(asym, JaxAsymmetricNetwork)
+    assert asym.family is FAMILY
     with pytest.raises(BackendError, match="fully connected"):
-        JaxAsymmetricNetwork(P, dtype="float64", device="cpu", jax_device=None)
+        JaxNetwork(P, family=FAMILY, dtype="float64", device="cpu", jax_device=None)
     with pytest.raises(BackendError, match="expected parameters"):
         asym.load(init_params(P, seed=0))

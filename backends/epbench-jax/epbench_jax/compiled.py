@@ -1,0 +1,238 @@
+"""The jax backend's `epbench.protocols.Network`: one model family's pure phase functions, jitted
+once per network, behind the protocol's methods.
+
+A model family is a module of pure functions that take the `ModelSpec` first — `network` (tied,
+fully connected), `asymmetric` (independent feedback weights), `conv` (P-conv) — bundled as a
+`Family`:
+
+    free_phase(model, params, x, s, steps)                 → (s_T, ‖s_T − s_{T−1}‖), steps traced
+    ep_traces(model, params, x, y, start, beta, *, steps, symmetric)   → per-step EP traces
+    bptt_traces(model, params, x, y, start, *, steps)                  → per-step BPTT traces
+    ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric) → (θ', loss, errors)
+    bptt_step(model, params, x, y, lrs, *, free_steps, steps)                → (θ', loss, errors)
+
+Traces come back keyed by canonical names, states in canonical layout. A family may hold its
+states in another layout inside the jit (`to_native` / `to_canonical`; P-conv: NHWC).
+
+`JaxNetwork` does the rest once for every family: the scoped float64 (`jax.enable_x64` around each
+call only, so it never leaks) and full-precision matmuls (no TF32 on GPU, so that backends agree);
+512-bit vectors for XLA:CPU (`CPU_OPTIONS`, per jit); argument checks; conversions. Training steps
+are asynchronous (`synchronize` waits), take the learning rates as device scalars converted once
+per distinct `lrs` (Python floats are converted on every call, a cost comparable to a small step)
+and the batch as numpy (a `jax.device_put` cost more than the jit's own transfer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array
+
+from epbench.errors import BackendError
+from epbench.params import param_shapes, state_shapes
+from epbench.spec import ModelSpec
+
+Params = dict[str, Array]
+States = tuple[Array, ...]
+
+# XLA:CPU options of every jit on a CPU device: 512-bit vectors in element-wise loops where the CPU
+# has them (the per-step σ(·) of the fully connected models ran about 1.5× faster; per element the
+# arithmetic is unchanged).
+CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
+
+def _same(s: States) -> States:
+    return s
+
+
+@dataclass(frozen=True)
+class Family:
+    """The pure functions of one model family (module doc) and the check of what it can run."""
+
+    name: str
+    unsupported: Callable[[ModelSpec], str | None]  # why `model` is not of this family, or None
+    free_phase: Callable
+    ep_traces: Callable
+    bptt_traces: Callable
+    ep_step: Callable
+    bptt_step: Callable
+    to_native: Callable[[States], States] = _same  # canonical states → the layout inside the jit
+    to_canonical: Callable[[States], States] = _same
+
+
+class JaxNetwork:
+    """One model of one family compiled for one dtype and device (implements
+    `epbench.protocols.Network`).
+
+    Native parameters: a dict of jax arrays keyed by canonical names; native states: a tuple of jax
+    arrays in the family's layout. A `start` given as numpy arrays is read as canonical states,
+    jax arrays as native ones. The free phase traces its step count (one compilation for every T,
+    reused by `predict`); traces and training steps take K (and T) as static arguments.
+    """
+
+    def __init__(
+        self, model: ModelSpec, *, family: Family, dtype: str, device: str, jax_device
+    ) -> None:
+        reason = family.unsupported(model)
+        if reason is not None:
+            raise BackendError(f"jax backend: {reason}")
+        self.model, self.family, self.dtype, self.device = model, family, dtype, device
+        self._device = jax_device
+        self._shapes = param_shapes(model)
+        self._state_shapes = {k: v[1:] for k, v in state_shapes(model, 1).items()}
+        self._names = [*self._shapes, *self._state_shapes]
+        cpu = jax_device is not None and jax_device.platform == "cpu"
+        jit = partial(jax.jit, compiler_options=CPU_OPTIONS if cpu else None)
+        self._free = jit(partial(family.free_phase, model))
+        self._ep = jit(partial(family.ep_traces, model), static_argnames=("steps", "symmetric"))
+        self._bptt = jit(partial(family.bptt_traces, model), static_argnames=("steps",))
+        training = ("free_steps", "steps", "symmetric")
+        self._ep_step = jit(partial(family.ep_step, model), static_argnames=training)
+        self._bptt_step = jit(partial(family.bptt_step, model), static_argnames=training[:2])
+        self._pending: object = None  # outputs of the last asynchronous call, for synchronize()
+        self._rates: tuple[dict, dict] | None = None  # the last `lrs` and their device scalars
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """x64 on for float64 networks only, and only inside the call; full-precision matmuls."""
+        with jax.enable_x64(self.dtype == "float64"), jax.default_matmul_precision("highest"):
+            yield
+
+    # ---- conversions (call inside scope())
+
+    def _put(self, a) -> Array:
+        """numpy or jax → a jax array of this dtype on this device (no copy when it already is)."""
+        if isinstance(a, jax.Array):
+            return jax.device_put(a.astype(self.dtype), self._device)
+        return jax.device_put(np.asarray(a, dtype=self.dtype), self._device)
+
+    def _host(self, a) -> np.ndarray | Array:
+        """A batch for a jitted training step: numpy in this dtype (the jit moves it to the device
+        of the committed parameters), or the jax array as it is."""
+        return self._put(a) if isinstance(a, jax.Array) else np.asarray(a, dtype=self.dtype)
+
+    def _start(self, start, batch: int) -> States:
+        """Native states: zeros, native jax arrays as they are, canonical numpy ones converted."""
+        if start is None:
+            start = [np.zeros((batch, *shape)) for shape in self._state_shapes.values()]
+        if all(isinstance(v, jax.Array) for v in start):
+            return tuple(self._put(v) for v in start)
+        canonical = tuple(np.asarray(v) for v in start)
+        return tuple(self._put(v) for v in self.family.to_native(canonical))
+
+    def _rates_of(self, lrs: dict[str, float]) -> dict[str, Array]:
+        """The learning rates as device scalars of this dtype, converted once per distinct `lrs`."""
+        missing = sorted(set(self._shapes) - set(lrs))
+        if missing:
+            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
+        rates = {k: float(lrs[k]) for k in self._shapes}
+        if self._rates is None or self._rates[0] != rates:
+            self._rates = rates, {k: self._put(np.asarray(v)) for k, v in rates.items()}
+        return self._rates[1]
+
+    def _traces(self, out: Params) -> dict[str, np.ndarray]:
+        """Canonical order (parameters, then states); zero-copy views on the CPU (read-only)."""
+        return {k: np.asarray(out[k]) for k in self._names}
+
+    def _no_traces(self) -> dict[str, np.ndarray]:
+        """The traces of K = 0 steps: every series empty."""
+        shapes = self._shapes | self._state_shapes
+        return {k: np.zeros((0, *shapes[k]), dtype=self.dtype) for k in self._names}
+
+    @staticmethod
+    def _check(*, beta: float | None = None, **steps: int) -> None:
+        for key, value in steps.items():
+            if int(value) < 0:
+                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
+        if beta is not None and beta == 0.0:
+            raise BackendError("jax backend: EP needs a non-zero beta")
+
+    def load(self, params: dict[str, np.ndarray]) -> Params:
+        """Canonical numpy parameters → jax arrays on this network's device (copies)."""
+        found = {k: np.shape(v) for k, v in params.items()}
+        if any(found.get(k) != shape for k, shape in self._shapes.items()):
+            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
+        with self.scope():
+            self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
+            return self._pending
+
+    def dump(self, params: Params) -> dict[str, np.ndarray]:
+        """Jax parameters → canonical numpy parameters (copies)."""
+        return {k: np.array(params[k]) for k in self._shapes}
+
+    def states(self, states: States) -> dict[str, np.ndarray]:
+        """Native states → canonical numpy states `{"s0": …, "s{n}": …}` (copies)."""
+        with self.scope():
+            canonical = self.family.to_canonical(tuple(states))
+            return {f"s{n}": np.array(v) for n, v in enumerate(canonical)}
+
+    # ---- phases
+
+    def free_phase(self, params: Params, x, *, steps: int, start: States | None = None):
+        """`steps` free steps from `start` (zeros when None); one sync at the end, for the
+        residual ‖s_T − s_{T−1}‖ (0.0 when steps == 0)."""
+        self._check(steps=steps)
+        with self.scope():
+            x = self._put(x)
+            start = self._start(start, x.shape[0])
+            if steps == 0:
+                return start, 0.0
+            s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
+            return s, float(residual)
+
+    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
+        """Per-step EP traces of the nudged phase from `start` (PAPER.md §2)."""
+        self._check(steps=steps, beta=beta)
+        if steps == 0:
+            return self._no_traces()
+        with self.scope():
+            x, y = self._put(x), self._put(y)
+            start = self._start(start, x.shape[0])
+            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
+            return self._traces(out)
+
+    def bptt_trace(self, params, x, y, *, start, steps):
+        """Per-step BPTT traces through `steps` steps from `start`, one backward pass."""
+        self._check(steps=steps)
+        if steps == 0:
+            return self._no_traces()
+        with self.scope():
+            x, y = self._put(x), self._put(y)
+            out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
+            return self._traces(out)
+
+    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
+        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
+        self._check(free_steps=free_steps, steps=steps, beta=beta)
+        with self.scope():
+            x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
+            beta = np.asarray(beta, dtype=self.dtype)
+            self._pending = self._ep_step(
+                params, x, y, lrs, beta, free_steps=free_steps, steps=steps, symmetric=symmetric
+            )
+            return self._pending
+
+    def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
+        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
+        self._check(free_steps=free_steps, steps=steps)
+        if steps > free_steps:
+            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
+        with self.scope():
+            x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
+            self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
+            return self._pending
+
+    def predict(self, params, x, *, steps) -> np.ndarray:
+        """argmax of s⁰ after `steps` free steps from zero (reuses the compiled free phase)."""
+        s, _ = self.free_phase(params, x, steps=steps)
+        return np.asarray(s[0]).argmax(axis=1)
+
+    def synchronize(self) -> None:
+        """Block until the last dispatched call (training steps are asynchronous) has finished."""
+        jax.block_until_ready(self._pending)
