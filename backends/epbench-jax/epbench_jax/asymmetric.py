@@ -154,15 +154,6 @@ def ep_traces_one(model: ModelSpec, params: Params, x, y, start: States, beta, s
     return out
 
 
-def ep_traces(model, params, x, y, start, beta, steps: int, symmetric: bool):
-    """EP traces; symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each Δ divided by its own signed β."""
-    if not symmetric:
-        return ep_traces_one(model, params, x, y, start, beta, steps)
-    plus = ep_traces_one(model, params, x, y, start, jnp.abs(beta), steps)
-    minus = ep_traces_one(model, params, x, y, start, -jnp.abs(beta), steps)
-    return {k: (plus[k] + minus[k]) / 2 for k in plus}
-
-
 def bptt_traces(model: ModelSpec, params: Params, x, y, start: States, steps: int):
     """BPTT traces from one reverse pass through the K steps (PAPER.md §2), as in
     `epbench_jax.network.bptt_traces`: zero perturbations ζ_k of the drives and η_k of the states,
@@ -270,7 +261,7 @@ FAMILY = Family(
     name="asymmetric",
     unsupported=unsupported,
     free_phase=free_phase,
-    ep_traces=ep_traces,
+    ep_traces_one=ep_traces_one,
     bptt_traces=bptt_traces,
     ep_step=ep_step,
     bptt_step=bptt_step,

@@ -6,7 +6,7 @@ fully connected), `asymmetric` (independent feedback weights), `conv` (P-conv) �
 `Family`:
 
     free_phase(model, params, x, s, steps)                 → (s_T, ‖s_T − s_{T−1}‖), steps traced
-    ep_traces(model, params, x, y, start, beta, *, steps, symmetric)   → per-step EP traces
+    ep_traces_one(model, params, x, y, start, beta, steps)             → per-step EP traces
     bptt_traces(model, params, x, y, start, *, steps)                  → per-step BPTT traces
     ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric) → (θ', loss, errors)
     bptt_step(model, params, x, y, lrs, *, free_steps, steps)                → (θ', loss, errors)
@@ -58,12 +58,24 @@ class Family:
     name: str
     unsupported: Callable[[ModelSpec], str | None]  # why `model` is not of this family, or None
     free_phase: Callable
-    ep_traces: Callable
+    ep_traces_one: Callable  # one-sided nudge with the signed β (`estimator_traces` combines)
     bptt_traces: Callable
     ep_step: Callable
     bptt_step: Callable
     to_native: Callable[[States], States] = _same  # canonical states → the layout inside the jit
     to_canonical: Callable[[States], States] = _same
+
+
+def estimator_traces(
+    one: Callable, model: ModelSpec, params: Params, x, y, start, beta, steps: int, symmetric: bool
+) -> Params:
+    """EP traces of the estimator (PAPER.md §2): `one(…, β, steps)` of the family, or symmetric,
+    (Δ(+|β|) + Δ(−|β|)) / 2 with each Δ divided by its own signed β (bias O(β²))."""
+    if not symmetric:
+        return one(model, params, x, y, start, beta, steps)
+    plus = one(model, params, x, y, start, jnp.abs(beta), steps)
+    minus = one(model, params, x, y, start, -jnp.abs(beta), steps)
+    return {k: (plus[k] + minus[k]) / 2 for k in plus}
 
 
 class JaxNetwork:
@@ -90,7 +102,8 @@ class JaxNetwork:
         cpu = jax_device is not None and jax_device.platform == "cpu"
         jit = partial(jax.jit, compiler_options=CPU_OPTIONS if cpu else None)
         self._free = jit(partial(family.free_phase, model))
-        self._ep = jit(partial(family.ep_traces, model), static_argnames=("steps", "symmetric"))
+        traces = partial(estimator_traces, family.ep_traces_one, model)
+        self._ep = jit(traces, static_argnames=("steps", "symmetric"))
         self._bptt = jit(partial(family.bptt_traces, model), static_argnames=("steps",))
         training = ("free_steps", "steps", "symmetric")
         self._ep_step = jit(partial(family.ep_step, model), static_argnames=training)

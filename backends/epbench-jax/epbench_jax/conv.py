@@ -366,24 +366,6 @@ def ep_traces_one(
     return out | {f"s{n}": v / beta for n, v in enumerate(diffs)}
 
 
-def ep_traces(
-    model: ModelSpec,
-    params: Params,
-    x: X,
-    y: Y,
-    start: States,
-    beta: Scalar,
-    steps: int,
-    symmetric: bool,
-) -> Params:
-    """EP traces; symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each Δ divided by its own signed β."""
-    if not symmetric:
-        return ep_traces_one(model, params, x, y, start, beta, steps)
-    plus = ep_traces_one(model, params, x, y, start, jnp.abs(beta), steps)
-    minus = ep_traces_one(model, params, x, y, start, -jnp.abs(beta), steps)
-    return {k: (plus[k] + minus[k]) / 2 for k in plus}
-
-
 def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, steps: int) -> Params:
     """BPTT traces from ONE reverse pass through the last K steps (PAPER.md §2).
 
@@ -502,7 +484,7 @@ FAMILY = Family(
     name="conv",
     unsupported=unsupported,
     free_phase=free_phase,
-    ep_traces=ep_traces,
+    ep_traces_one=ep_traces_one,
     bptt_traces=bptt_traces,
     ep_step=ep_step,
     bptt_step=bptt_step,
