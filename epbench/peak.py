@@ -136,6 +136,21 @@ def measure_ops(
     return out
 
 
+def fastest(*measurements: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+    """Per op, the entry of `measure_ops` results with the least "seconds" (untimed entries
+    last). `epbench.speed` times the ops before and after a cell's steps and keeps the faster,
+    so that a slow spell of a shared machine during one of the two does not lower the limit."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for measured in measurements:
+        for op, values in measured.items():
+            best = out.get(op)
+            if best is None or best["seconds"] is None:
+                out[op] = values
+            elif values["seconds"] is not None and values["seconds"] < best["seconds"]:
+                out[op] = values
+    return out
+
+
 def flop_bound_seconds(ops: Counter, measured: dict[tuple, dict[str, Any]]) -> float | None:
     """Σ count · seconds(op): the time of the step's products run back to back at their measured
     speed (None when an op could not be timed)."""

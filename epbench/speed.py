@@ -26,11 +26,13 @@ steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phas
                         the memory of one step against K (a process per case) see
                         epbench.memory_sweep.
     flops               one training step's FLOPs (epbench.flops)
-    flop_bound_seconds  Σ count · seconds(op) of the same ops timed alone (epbench.peak)
+    flop_bound_seconds  Σ count · seconds(op) of the same ops timed alone (epbench.peak), before
+                        and after the cell's steps, the faster of the two for each op
     flop_fraction       flop_bound_seconds / step_seconds: the share of the FLOP-bound limit the
                         step reaches on this machine (above 1 where the step runs its products
                         faster than alone: tiny products whose call overhead a compiled phase
-                        fuses away, or work the model counts that a backend skips)
+                        fuses away, work the model counts that a backend skips, or a machine
+                        that ran slower through both timings of the ops than through the steps)
     achieved_flops_per_s  flops / step_seconds
 
 The record also holds `metrics["throughput"]` (each op's measured time and source) and, where the
@@ -64,7 +66,7 @@ from .errors import EpbenchError
 from .flops import ALGORITHMS, phase_ops, total_flops, training_ops
 from .memory import peak_memory_bytes, reset_peak_memory
 from .params import init_params, learning_rates, param_shapes
-from .peak import flop_bound_seconds, measure_ops
+from .peak import fastest, flop_bound_seconds, measure_ops
 from .protocols import Backend, Network
 from .reference import PAIRS, reference_of, time_against_reference
 from .results import RecordWriter
@@ -235,6 +237,9 @@ def run_speed(
     repeats = max(REPEATS, options.repeat)
     started = time.perf_counter()
     try:
+        counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
+        every: Counter = sum(counts.values(), Counter())
+        before = measure_ops(backend, every, dtype=dtype, device=options.device)
         free = time_free_phase(
             backend, spec, params_np, x, dtype=dtype, device=options.device, repeats=repeats
         )
@@ -267,9 +272,8 @@ def run_speed(
                 device=options.device,
                 pairs=max(PAIRS, options.repeat),
             )
-        counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
-        every: Counter = sum(counts.values(), Counter())
-        measured = measure_ops(backend, every, dtype=dtype, device=options.device)
+        after = measure_ops(backend, every, dtype=dtype, device=options.device)
+        measured = fastest(before, after)
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only

@@ -19,7 +19,7 @@ from epbench.builtin_tasks import task_folder
 from epbench.cli import main
 from epbench.flops import op_flops, phase_ops, step_ops, total_flops, training_ops
 from epbench.memory_sweep import sweep
-from epbench.peak import flop_bound_seconds, measure_ops
+from epbench.peak import fastest, flop_bound_seconds, measure_ops
 from epbench.registry import Registry
 from epbench.results import RecordWriter, environment, read_records
 from epbench.runner import RunOptions, load_batch, run_measurement
@@ -103,6 +103,19 @@ def test_flop_bound_sums_measured_op_times() -> None:
     measured = {("gemm", 2, 3, 4): {"seconds": 0.5}, ("gemm", 4, 3, 2): {"seconds": 2.0}}
     assert flop_bound_seconds(ops, measured) == 3.5
     assert flop_bound_seconds(ops, {("gemm", 2, 3, 4): {"seconds": 0.5}}) is None
+
+
+def test_fastest_keeps_the_faster_timing_of_each_op() -> None:
+    """Ops timed before and after a cell's steps: per op the entry with fewer seconds, an untimed
+    entry only where nothing timed the op."""
+    a, b, c = ("gemm", 1, 2, 3), ("gemm", 3, 2, 1), ("conv", 1, 1, 4, 4, 2, 3, 0)
+    before = {a: {"seconds": 2.0, "source": "torch"}, b: {"seconds": 1.0, "source": "numpy"}}
+    after = {a: {"seconds": 1.5, "source": "numpy"}, b: {"seconds": 3.0, "source": "torch"}}
+    best = fastest(before, after, {c: {"seconds": None}})
+    assert best[a] == {"seconds": 1.5, "source": "numpy"}
+    assert best[b] == {"seconds": 1.0, "source": "numpy"}
+    assert best[c] == {"seconds": None}
+    assert fastest({c: {"seconds": None}}, {c: {"seconds": 0.5}})[c] == {"seconds": 0.5}
 
 
 def test_throughput_falls_back_to_numpy_without_the_optional_method(example_backend) -> None:
