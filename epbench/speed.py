@@ -7,19 +7,22 @@ steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phas
 
     compile_seconds     a fresh network: build + load + the first training step (JIT compilation
                         happens here), device synchronised; as `training.compile_seconds`
-    step_seconds        steady-state seconds per training step: the median over repetitions,
-                        each of n back-to-back steps between two synchronised clock reads (one
-                        step in the first repetition, which calibrates n so that a repetition
-                        lasts about REP_SECONDS; REPEATS repetitions, more with --repeat, fewer
-                        past BUDGET_SECONDS); `step_seconds_best`, `step_seconds_all` beside
+    step_seconds        steady-state seconds per training step: the median of the first step
+                        after compilation and of one value per round; each round times the free
+                        phase and every algorithm in turn, n back-to-back calls each between two
+                        synchronised clock reads (n so that they last about REP_SECONDS), so that
+                        all see the machine in the same state (`time_rounds`); REPEATS − 1
+                        rounds, more with --repeat, fewer past BUDGET_SECONDS;
+                        `step_seconds_best`, `step_seconds_all` beside
     samples_per_s       batch / step_seconds
-    phases              `free`: a free phase of T steps (`free_phase` timed alone, median; with
-                        its call overhead: inputs put on the device, the residual read back);
+    phases              `free`: a free phase of T steps (`free_phase`, timed in the same rounds;
+                        with its call overhead: inputs put on the device, the residual read back);
                         EP `nudged` = step − free (the nudged phase(s) and the update);
                         BPTT `free` = free · (T − K) / T, `recorded_backward` = step − that free
                         part, `backward` = step − free (the backward pass and the update beyond
-                        the forward cost of the last K steps). Differences of medians, ≥ 0.
-    peak_memory_bytes   during the timed steps: the framework allocator's peak on a GPU (the
+                        the forward cost of the last K steps). Each difference is taken within a
+                        round (step and free phase timed back to back), then the median, ≥ 0.
+    peak_memory_bytes   during the first steady step: the framework allocator's peak on a GPU (the
                         backend's optional `memory_stats`; None when the allocator cannot reset
                         its peak — jax — and that peak was reached before these steps), else
                         the process's peak resident set (VmHWM, reset before the steps). For
@@ -57,6 +60,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -112,13 +116,9 @@ def run_steps(net: Network, step: Callable, params: Any, n: int) -> tuple[Any, f
     return params, time.perf_counter() - start
 
 
-def repetitions(first: float, *, repeats: int) -> tuple[int, int]:
-    """(steps per repetition, further repetitions) after a first single step of `first` s."""
-    n = int(min(MAX_STEPS, max(1, round(REP_SECONDS / max(first, 1e-9)))))
-    more = max(1, repeats - 1)
-    while more > 1 and (more * n + 1) * first > BUDGET_SECONDS:
-        more -= 1
-    return n, more
+def calls_per_round(first: float) -> int:
+    """Calls per timed batch, so that it lasts about REP_SECONDS after a first call of `first` s."""
+    return int(min(MAX_STEPS, max(1, round(REP_SECONDS / max(first, 1e-9)))))
 
 
 def _memory(backend: Backend, device: str, *, reset: bool) -> dict[str, Any] | None:
@@ -127,7 +127,17 @@ def _memory(backend: Backend, device: str, *, reset: bool) -> dict[str, Any] | N
     return method(device, reset=reset) if method is not None and device != "cpu" else None
 
 
-def time_algorithm(
+@dataclass
+class Timed:
+    """One thing a speed cell times: `run(n)` → seconds of n back-to-back calls, synchronised;
+    `first` the seconds of the first steady call; `info` what was measured while preparing it."""
+
+    run: Callable[[int], float]
+    first: float
+    info: dict[str, Any]
+
+
+def prepare_algorithm(
     backend: Backend,
     spec: TaskSpec,
     params_np: dict[str, np.ndarray],
@@ -137,75 +147,93 @@ def time_algorithm(
     algorithm: str,
     dtype: str,
     device: str,
-    repeats: int,
-) -> dict[str, Any]:
-    """compile_seconds, step timings and peak memory of one algorithm on a fresh network."""
+) -> Timed:
+    """A fresh network of one algorithm, compiled, its first steady step timed alone with the peak
+    memory of that step: `info` = {compile_seconds, peak_memory_bytes, memory_source}."""
     start = time.perf_counter()
     net = backend.build(spec.model, dtype=dtype, device=device)
     step = step_function(net, spec, x, y, algorithm=algorithm)
-    params, _, _ = step(net.load(params_np))
+    state = {"params": step(net.load(params_np))[0]}
     net.synchronize()
     compile_seconds = time.perf_counter() - start
+
+    def run(n: int) -> float:
+        state["params"], seconds = run_steps(net, step, state["params"], n)
+        return seconds
+
     allocator = _memory(backend, device, reset=True)
     reset_peak_memory()
-    params, first = run_steps(net, step, params, 1)
-    n, more = repetitions(first, repeats=repeats)
-    per_step = [first]
-    for _ in range(more):
-        params, seconds = run_steps(net, step, params, n)
-        per_step.append(seconds / n)
+    first = run(1)
     after = _memory(backend, device, reset=False) if allocator is not None else None
     if after is None:
         peak = peak_memory_bytes()
     elif after["resettable"] or after["peak_bytes"] > allocator["peak_bytes"]:
         peak = after["peak_bytes"]
-    else:  # jax cannot reset its peak: it was reached before these steps, theirs is unknown
+    else:  # jax cannot reset its peak: it was reached before this step, the step's is unknown
         peak = None
-    step_seconds = statistics.median(per_step)
-    return {
-        "samples_per_s": spec.data.batch / step_seconds,
-        "step_seconds": step_seconds,
-        "step_seconds_best": min(per_step),
-        "step_seconds_all": per_step,
-        "steps_timed": 1 + n * more,
+    info = {
         "compile_seconds": compile_seconds,
         "peak_memory_bytes": peak,
         "memory_source": "allocator" if after else "process",
     }
+    return Timed(run=run, first=first, info=info)
 
 
-def time_free_phase(
-    backend: Backend,
-    spec: TaskSpec,
-    params_np: dict[str, np.ndarray],
-    x: np.ndarray,
-    *,
-    dtype: str,
-    device: str,
-    repeats: int,
-) -> dict[str, Any]:
-    """Seconds of one free phase of T steps (`free_phase`, which synchronises for its residual):
-    the first call (compilation) apart, then repetitions as for the training steps (median)."""
-    net = backend.build(spec.model, dtype=dtype, device=device)
+def prepare_free_phase(
+    backend: Backend, spec: TaskSpec, params_np: dict[str, np.ndarray], x: np.ndarray, **like: str
+) -> Timed:
+    """One free phase of T steps (`free_phase`, which synchronises for its residual), its first
+    call (compilation) apart: `info` = {free_first_seconds}."""
+    net = backend.build(spec.model, **like)
     params = net.load(params_np)
     T = spec.dynamics.T
 
-    def calls(n: int) -> float:
+    def run(n: int) -> float:
         net.synchronize()
         start = time.perf_counter()
         for _ in range(n):
             net.free_phase(params, x, steps=T)
         return time.perf_counter() - start
 
-    first = calls(1)
-    once = calls(1)
-    n, more = repetitions(once, repeats=repeats)
-    times = [once] + [calls(n) / n for _ in range(more)]
-    return {"free_seconds": statistics.median(times), "free_first_seconds": first}
+    compiled = run(1)
+    return Timed(run=run, first=run(1), info={"free_first_seconds": compiled})
+
+
+def time_rounds(
+    timed: dict[str, Timed], *, repeats: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds per call of each timed thing — its `first`, then one value per round — and how many
+    calls were timed. A round runs every thing once in turn (n calls each, n from
+    `calls_per_round`), so each round sees the machine in one state for all of them: a shared
+    machine's speed drifts (by up to 2× within an hour on a small cloud machine), and ratios of
+    things timed minutes apart drift with it. REPEATS − 1 rounds (more with --repeat), fewer past
+    BUDGET_SECONDS per thing (at least one)."""
+    counts = {name: calls_per_round(t.first) for name, t in timed.items()}
+    rounds = max(1, repeats - 1)
+    one_round = sum(counts[name] * t.first for name, t in timed.items())
+    while rounds > 1 and rounds * one_round > BUDGET_SECONDS * len(timed):
+        rounds -= 1
+    per_call = {name: [t.first] for name, t in timed.items()}
+    for _ in range(rounds):
+        for name, t in timed.items():
+            per_call[name].append(t.run(counts[name]) / counts[name])
+    return per_call, {name: 1 + rounds * n for name, n in counts.items()}
+
+
+def step_summary(per_step: list[float], *, batch: int, calls: int) -> dict[str, Any]:
+    """Median, best and all per-step seconds of one algorithm (module doc)."""
+    step_seconds = statistics.median(per_step)
+    return {
+        "samples_per_s": batch / step_seconds,
+        "step_seconds": step_seconds,
+        "step_seconds_best": min(per_step),
+        "step_seconds_all": per_step,
+        "steps_timed": calls,
+    }
 
 
 def phases(algorithm: str, step: float, free: float, *, T: int, K: int) -> dict[str, float]:
-    """The phase breakdown of one step (module doc), from the step and free-phase medians."""
+    """The phase breakdown of one step (module doc) from a step and a free phase timed together."""
     if algorithm == "bptt":
         early = free * (T - K) / T
         return {
@@ -214,6 +242,14 @@ def phases(algorithm: str, step: float, free: float, *, T: int, K: int) -> dict[
             "backward": max(step - free, 0.0),
         }
     return {"free": free, "nudged": max(step - free, 0.0)}
+
+
+def paired_phases(
+    algorithm: str, steps: list[float], frees: list[float], *, T: int, K: int
+) -> dict[str, float]:
+    """`phases` of each round (step and free phase timed in the same round), then the median."""
+    rounds = [phases(algorithm, s, f, T=T, K=K) for s, f in zip(steps, frees, strict=True)]
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
 def run_speed(
@@ -240,22 +276,17 @@ def run_speed(
         counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
         every: Counter = sum(counts.values(), Counter())
         before = measure_ops(backend, every, dtype=dtype, device=options.device)
-        free = time_free_phase(
-            backend, spec, params_np, x, dtype=dtype, device=options.device, repeats=repeats
-        )
-        results = {
-            algorithm: time_algorithm(
-                backend,
-                spec,
-                params_np,
-                x,
-                y,
-                algorithm=algorithm,
-                dtype=dtype,
-                device=options.device,
-                repeats=repeats,
+        like = {"dtype": dtype, "device": options.device}
+        timed = {"free": prepare_free_phase(backend, spec, params_np, x, **like)}
+        for algorithm in ALGORITHMS:
+            timed[algorithm] = prepare_algorithm(
+                backend, spec, params_np, x, y, algorithm=algorithm, **like
             )
-            for algorithm in ALGORITHMS
+        per_call, calls = time_rounds(timed, repeats=repeats)
+        free = {"free_seconds": statistics.median(per_call["free"]), **timed["free"].info}
+        results = {
+            a: {**step_summary(per_call[a], batch=B, calls=calls[a]), **timed[a].info}
+            for a in ALGORITHMS
         }
         reference = reference_of(backend, spec, dtype=dtype, device=options.device)
         against = None
@@ -285,7 +316,10 @@ def run_speed(
         flops = total_flops(counts[algorithm])
         by_phase = phase_ops(spec.model, batch=B, T=T, K=K, algorithm=algorithm)
         result.update(
-            phases=phases(algorithm, step, free["free_seconds"], T=T, K=K),
+            # paired per round, without the unpaired first calls
+            phases=paired_phases(
+                algorithm, per_call[algorithm][1:], per_call["free"][1:], T=T, K=K
+            ),
             flops=flops,
             flops_by_phase={name: total_flops(ops) for name, ops in by_phase.items()},
             achieved_flops_per_s=flops / step,

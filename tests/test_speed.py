@@ -24,6 +24,7 @@ from epbench.registry import Registry
 from epbench.results import RecordWriter, environment, read_records
 from epbench.runner import RunOptions, load_batch, run_measurement
 from epbench.spec import ConvSpec, ModelSpec
+from epbench.speed import Timed, paired_phases, time_rounds
 from epbench.speed_report import TARGETS, memory_table, speed_table
 from epbench.tasks import resolve
 
@@ -131,6 +132,37 @@ def test_throughput_falls_back_to_numpy_without_the_optional_method(example_back
 
 
 # --- the measurements ----------------------------------------------------------------------------
+
+
+def test_rounds_time_every_case_in_turn() -> None:
+    """`time_rounds` runs the cases round-robin (one call batch each per round), so a drift of the
+    machine's speed reaches all of them alike; per call: the first, then one value per round."""
+    log: list[str] = []
+
+    def case(name: str, seconds: float) -> Timed:
+        def run(n: int) -> float:
+            log.append(name)
+            return n * seconds
+
+        return Timed(run=run, first=seconds, info={})
+
+    timed = {"free": case("free", 0.1), "ep": case("ep", 0.2), "bptt": case("bptt", 0.3)}
+    per_call, calls = time_rounds(timed, repeats=3)
+    assert log == ["free", "ep", "bptt"] * 2
+    assert per_call == {"free": [0.1] * 3, "ep": [0.2] * 3, "bptt": [0.3] * 3}
+    assert calls == {"free": 1 + 2 * 2, "ep": 1 + 2 * 1, "bptt": 1 + 2 * 1}  # n ≈ 0.25 s / call
+    log.clear()
+    time_rounds({"slow": case("slow", 10.0)}, repeats=9)  # past the budget: one round
+    assert log == ["slow"]
+
+
+def test_phases_are_differences_within_a_round() -> None:
+    """The machine is 2× slower in round 2 than in round 1: the step minus the free phase of each
+    round is 1, 1 and 0.5 s, median 1; the difference of the medians (4 − 3.5) would say 0.5."""
+    steps, frees = [3.0, 6.0, 4.0], [2.0, 5.0, 3.5]  # per round: a step and a free phase
+    assert paired_phases("ep", steps, frees, T=10, K=2) == {"free": 3.5, "nudged": 1.0}
+    bptt = paired_phases("bptt", steps, frees, T=10, K=2)
+    assert bptt == pytest.approx({"free": 2.8, "recorded_backward": 1.4, "backward": 1.0})
 
 
 def test_speed_record_of_the_toy_cell(torch_backend, tmp_path: Path) -> None:
