@@ -102,7 +102,9 @@ def _parser() -> argparse.ArgumentParser:
         "training cells continue from their last epoch checkpoint",
     )
     run.add_argument(
-        "--quiet", action="store_true", help="print only the summary table (no progress bar)"
+        "--quiet",
+        action="store_true",
+        help="print only the summary table (no progress bar or lines)",
     )
     run.add_argument(
         "--executor",

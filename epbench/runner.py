@@ -65,7 +65,7 @@ class RunOptions:
     save_traces: bool = False
     repeat: int = 1  # steady-state repetitions timed after the first (warm-up) run
     resume: bool = False  # training: continue from the checkpoints of an interrupted run
-    quiet: bool = False  # training: no progress bar (also off when stderr is not a terminal)
+    quiet: bool = False  # training: no progress (a bar on a terminal, else plain lines)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -338,7 +338,7 @@ def run_train(
                 symmetric=symmetric,
                 checkpoint=path,
                 resume=options.resume,
-                show_progress=not options.quiet and sys.stderr.isatty(),
+                progress=None if options.quiet else "bar" if sys.stderr.isatty() else "lines",
                 label=f"{spec.cell} {backend.name} seed {options.seed}",
             )
     except EpbenchError:

@@ -32,6 +32,10 @@ parameters at the end of an epoch stop that algorithm's run: status `diverged`, 
 the step (1-based in the epoch) of the first non-finite loss, found when the check after at most
 `CHECK_EVERY` steps fails. After every epoch a checkpoint
 is written (epbench.checkpoint).
+
+Progress (`progress`): "bar" draws a tqdm bar per epoch on stderr (a terminal); "lines" writes
+plain lines instead (a log file: a cluster job, `nohup`, CI), one at most every `LINE_SECONDS`
+within an epoch; both end each epoch with a line of its errors and speed. None: silent.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ SHUFFLE_STREAM, NUDGE_STREAM = 1, 2  # second entry of the generator seeds [seed
 STREAMS = {"shuffle": SHUFFLE_STREAM, "nudge": NUDGE_STREAM}
 ANGLE_CURVE = "feedback_angle_deg"  # per-epoch curve prefix of asymmetric models
 CHECK_EVERY = 50  # training steps between divergence checks (one device sync each)
+PROGRESS = ("bar", "lines")  # a tqdm bar (a terminal) or plain lines (a log file)
+LINE_SECONDS = 60.0  # "lines" progress: at most one line per this many seconds within an epoch
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,18 +146,21 @@ def train_algorithm(
     symmetric: bool,
     checkpoint: Path,
     resume: bool = False,
-    show_progress: bool = False,
+    progress: str | None = None,
     label: str = "",
 ) -> dict[str, Any]:
     """Train one algorithm ("ep" or "bptt") for `train.epochs` epochs and return its metrics.
 
     In: the backend, the canonical initial parameters (numpy), the dataset, the cell, the seed and
     the nudge (`runner.nudge`), the checkpoint file; with `resume`, an existing checkpoint of the
-    same run is continued (or returned as it is when it is complete or diverged).
+    same run is continued (or returned as it is when it is complete or diverged); `progress`
+    None, "bar" or "lines" (module doc), each line starting with `label`.
     Out: a JSON-ready dict: `status` ("ok" | "diverged"), `diverged` (None or epoch, step, what),
     the per-epoch lists of `CURVES`, `samples_per_s`, `peak_memory_bytes`, `compile_seconds`,
     `steps_per_epoch`, `epochs_done`, `resumed_from`. Backend exceptions propagate.
     """
+    if progress is not None and progress not in PROGRESS:
+        raise ValueError(f"progress: expected None or one of {PROGRESS}, found {progress!r}")
     T, K, B = spec.dynamics.T, spec.dynamics.K, spec.data.batch
     epochs, test_batch = spec.train.epochs, spec.train.test_batch
     lrs = learning_rates(spec.model, spec.train.lrs, feedback=spec.train.feedback)
@@ -221,11 +230,12 @@ def train_algorithm(
         betas = epoch_betas(
             beta, estimator=spec.dynamics.estimator, seed=seed, epoch=epoch, steps=len(order)
         )
+        title = f"{label} {algorithm} epoch {epoch}/{epochs}".strip()
         bar = tqdm(
             total=len(order) * B,
-            desc=f"{label} {algorithm} epoch {epoch}/{epochs}".strip(),
+            desc=title,
             unit="img",
-            disable=not show_progress,
+            disable=progress != "bar",
             leave=False,
             file=sys.stderr,
             dynamic_ncols=True,
@@ -233,7 +243,7 @@ def train_algorithm(
         loss_sum = errors_sum = None
         window: list[Any] = []  # the losses since the last check (0-d backend arrays)
         net.synchronize()
-        start = time.perf_counter()
+        start = last_line = time.perf_counter()
         for i, rows in enumerate(order, 1):
             params, loss, errors = step(params, data.x[rows], data.y[rows], betas[i - 1])
             loss_sum = loss if loss_sum is None else loss_sum + loss
@@ -243,6 +253,15 @@ def train_algorithm(
                 value = float(loss_sum)  # one device sync per CHECK_EVERY steps
                 bar.update(len(window) * B)
                 bar.set_postfix(loss=f"{value / i:.4f}", refresh=False)
+                now_s = time.perf_counter()
+                if progress == "lines" and now_s - last_line >= LINE_SECONDS:
+                    last_line = now_s
+                    print(
+                        f"{title}: {i * B:,}/{len(order) * B:,} img, "
+                        f"{i * B / (now_s - start):,.0f} img/s, loss {value / i:.4f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                 if not math.isfinite(value):  # the first step whose loss is NaN or inf
                     bad = next(
                         (j for j, v in enumerate(window) if not math.isfinite(float(v))),
@@ -272,11 +291,11 @@ def train_algorithm(
             curves[f"{ANGLE_CURVE}.{name}"].append(angle)
         done = epoch
         save(now)
-        if show_progress:
+        if progress is not None:
             train = curves["train_error"][-1]
             tqdm.write(
-                f"{label} {algorithm} epoch {epoch}/{epochs}: train {train:.2f} %, "
-                f"test {test:.2f} %, {len(order) * B / seconds:,.0f} img/s",
+                f"{title}: train {train:.2f} %, test {test:.2f} %, "
+                f"{len(order) * B / seconds:,.0f} img/s",
                 file=sys.stderr,
             )
     seconds = sum(curves["epoch_seconds"])

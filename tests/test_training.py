@@ -197,14 +197,18 @@ def test_diverging_run_is_recorded_and_the_next_cell_still_runs(
     assert "diverged" in overview(lines)
 
 
-def test_progress_bar_shows_on_request_and_stays_quiet_otherwise(
-    tiny, data: TrainingData, tmp_path: Path, capsys: pytest.CaptureFixture
+def test_progress_as_a_bar_as_lines_or_quiet(
+    tiny, data: TrainingData, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
 ) -> None:
+    """A bar (terminal) or plain lines (log file) end each epoch with a line; "lines" also reports
+    within the epoch every LINE_SECONDS (here 0: at every divergence check); None is silent."""
     (spec,) = tiny("train.epochs=1")
+    from epbench import training
     from epbench.params import init_params
 
+    monkeypatch.setattr(training, "LINE_SECONDS", 0.0)
     initial = init_params(spec.model, seed=0, dtype="float32")
-    for show in (True, False):
+    for progress in ("bar", "lines", None):
         train_algorithm(
             backend("torch"),
             initial,
@@ -216,12 +220,19 @@ def test_progress_bar_shows_on_request_and_stays_quiet_otherwise(
             seed=0,
             beta=0.2,
             symmetric=False,
-            checkpoint=tmp_path / f"{show}.npz",
-            show_progress=show,
+            checkpoint=tmp_path / f"{progress}.npz",
+            progress=progress,
             label="tiny",
         )
         err = capsys.readouterr().err
-        assert ("tiny bptt epoch 1/1" in err) is show, err
+        assert ("tiny bptt epoch 1/1: train" in err) is (progress is not None), err
+        assert (" img/s, loss " in err) is (progress == "lines"), err
+    with pytest.raises(ValueError, match="progress: expected"):
+        train_algorithm(
+            backend("torch"), initial, data, spec=spec, algorithm="bptt", dtype="float32",
+            device="cpu", seed=0, beta=0.2, symmetric=False, checkpoint=tmp_path / "x.npz",
+            progress="yes",
+        )  # fmt: skip
 
 
 def test_checkpoints_are_atomic_npz_without_pickle(tmp_path: Path) -> None:
