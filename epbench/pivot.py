@@ -66,6 +66,10 @@ def _slope(estimator: str) -> Callable[[Record], Any]:
 # Named metrics of `pivot_table`: name → (description, value of one record or None).
 METRICS: dict[str, tuple[str, Callable[[Record], Any]]] = {
     "residual": ("free-phase residual", lambda r: (r.get("metrics") or {}).get("residual")),
+    "saturated": (
+        "share of output units at 0 or 1 at the fixed point (GDU; hardsigm or clamp)",
+        lambda r: (r.get("metrics") or {}).get("saturated_outputs"),
+    ),
     "rmse": ("largest RMSE over names (GDU)", lambda r: _pick(_gdu_values(r, "rmse"), max)),
     "cosine": ("smallest cosine over names (GDU)", lambda r: _pick(_gdu_values(r, "cosine"), min)),
     "sign": ("smallest sign agreement (GDU)", lambda r: _pick(_gdu_values(r, "sign"), min)),

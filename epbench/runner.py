@@ -74,6 +74,7 @@ class GduResult:
     bptt: dict[str, np.ndarray]
     residual: float
     seconds: dict[str, float]
+    saturated: float | None  # share of output units at a bound at s_* (`saturated_outputs`)
 
 
 def load_batch(spec: TaskSpec, *, seed: int, dtype: str, data_dir: Path | None) -> tuple:
@@ -106,6 +107,17 @@ def nudge(spec: TaskSpec, *, seed: int) -> tuple[float, bool]:
     if estimator == "random-sign":
         return (beta if np.random.default_rng([seed, 2]).random() < 0.5 else -beta), False
     return beta, False
+
+
+def saturated_outputs(spec: TaskSpec, net: Network, star: Any) -> float | None:
+    """The share of output units (over the batch) exactly at 0 or 1 at the fixed point `star`,
+    where σ' = 0, for a model that saturates (hardsigm or clamp); None for the others. On those
+    units the paper's nudge moves s⁰ and BPTT passes no gradient, so the larger the share, the
+    further EP's update is from BPTT's in the P setting (`unsaturated_target`)."""
+    if spec.model.activation != "hardsigm" and not spec.model.clamp:
+        return None
+    s0 = np.asarray(net.states(star)["s0"])
+    return float(np.mean((s0 == 0.0) | (s0 == 1.0)))
 
 
 def unsaturated_target(net: Network, star: Any, y: Any) -> np.ndarray:
@@ -146,7 +158,10 @@ def gdu_once(
         ),
     )
     seconds["total"] = sum(seconds.values())
-    return GduResult(ep=ep, bptt=bptt, residual=float(residual), seconds=seconds)
+    saturated = saturated_outputs(spec, net, star)
+    return GduResult(
+        ep=ep, bptt=bptt, residual=float(residual), seconds=seconds, saturated=saturated
+    )
 
 
 def _finite(traces: dict[str, np.ndarray]) -> bool:
@@ -249,6 +264,7 @@ def run_gdu(
         return {**record, "status": "diverged", "reason": "non-finite states or traces"}
     record["metrics"] = {
         "residual": first.residual,
+        "saturated_outputs": first.saturated,
         "gdu": gdu_metrics(first.bptt, first.ep),
         **signal_metrics(first.bptt, first.ep),
     }

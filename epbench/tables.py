@@ -107,6 +107,18 @@ def format_record(record: dict[str, Any]) -> str:
         f"{_num(timings.get('steady_seconds'), '.3f')} s, first run "
         f"{_num(timings.get('first_seconds'), '.3f')} s"
     )
+    saturated = metrics.get("saturated_outputs")
+    if saturated:  # hardsigm or clamp models with output units at 0 or 1 at the fixed point
+        nudge = (record.get("config") or {}).get("dynamics", {}).get("nudge", "output")
+        tail += (
+            f"\n{100 * saturated:.0f} % of output units at 0 or 1 at the fixed point (σ' = 0: "
+            + (
+                "BPTT passes them no gradient, the paper's nudge still moves them; "
+                "--set dynamics.nudge=unsaturated nudges only the others)"
+                if nudge == "output"
+                else "not nudged, dynamics.nudge = unsaturated)"
+            )
+        )
     return f"{head}\n{layer_table(record)}\n{tail}"
 
 

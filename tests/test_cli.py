@@ -91,6 +91,8 @@ def test_run_toy_prints_per_layer_table_and_saved_traces_reproduce_metrics(
     assert record["status"] == "ok" and record["schema"] == 1
     assert record["environment"]["backend_versions"]["torch"].startswith("2.")
     assert record["environment"]["commit"]
+    assert record["metrics"]["saturated_outputs"] is None  # tanh does not saturate
+    assert "output units at 0 or 1" not in proc.stdout
     for name in ("W0_1", "W0_x", "W1_x", "b0", "b1", "s0", "s1"):
         assert {"rmse", "cosine", "sign"} <= set(record["metrics"]["gdu"][name])
     saved = load_traces(path.parent / record["traces"])

@@ -261,6 +261,7 @@ def test_gdu_cell_with_the_unsaturated_nudge(backend_name: str, mnist_available,
     import json
 
     from epbench.cli import main
+    from epbench.tables import format_record
 
     sets = ["dynamics.T=100", "data.batch=20", "dynamics.nudge=unsaturated"]
     args = ["run", "mnist-conv", "--dtype", "float32", "--backend", backend_name]
@@ -272,3 +273,11 @@ def test_gdu_cell_with_the_unsaturated_nudge(backend_name: str, mnist_available,
     gdu = record["metrics"]["gdu"]
     for name in param_shapes(build(conv_task()).model):
         assert gdu[name]["cosine"] >= 0.99, (name, gdu[name]["cosine"])
+    # The record says how many output units sit at 0 or 1 (about half at the initial weights),
+    # and the text under the table why that matters for each nudge.
+    share = record["metrics"]["saturated_outputs"]
+    assert 0.2 < share < 0.8, share
+    text = format_record(record)
+    assert f"{100 * share:.0f} % of output units at 0 or 1" in text and "not nudged" in text
+    paper = {**record, "config": {**record["config"], "dynamics": {"nudge": "output"}}}
+    assert "dynamics.nudge=unsaturated nudges only the others" in format_record(paper)
