@@ -28,7 +28,6 @@ import os
 import subprocess
 import sys
 import time
-import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -38,7 +37,7 @@ from .errors import EpbenchError
 from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, measurement_record
+from .runner import RunOptions, failed_record, measurement_record
 from .spec import TaskSpec
 
 SWEEP_K = (10, 20, 40, 80, 160)
@@ -188,8 +187,7 @@ def run_memory(
     try:
         memory = sweep(spec, backend.name, dtype=dtype, device=options.device, seed=options.seed)
     except (EpbenchError, subprocess.SubprocessError) as err:
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     record["metrics"] = {"memory": memory}
     record["timings"] = {"seconds": time.perf_counter() - started}
     record["peak_memory_bytes"] = max(max(memory[a]["peak_memory_bytes"]) for a in SWEEP_ALGORITHMS)

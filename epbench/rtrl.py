@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -37,7 +36,7 @@ from .memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
 from .params import init_params
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, measurement_record
+from .runner import RunOptions, failed_record, measurement_record
 from .spec import TaskSpec
 
 METHODS = ("rtrl", "bptt", "ep")
@@ -161,8 +160,7 @@ def run_rtrl(
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     total = {name: outputs["bptt"][name].sum(axis=0) for name in params_np}
     diffs = {name: relative_difference(outputs["rtrl"][name], total[name]) for name in params_np}
     worst = max(diffs.values())

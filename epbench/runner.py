@@ -221,6 +221,17 @@ def measurement_record(
     return record
 
 
+def error_line(err: BaseException) -> str:
+    """An exception as one line: `Type: message`, newlines folded."""
+    return traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
+
+
+def failed_record(record: dict[str, Any], err: BaseException) -> dict[str, Any]:
+    """`record` made final after a backend failure: status `failed`, the error as the reason (a
+    failing backend fails its cell only; the matrix goes on)."""
+    return {**record, "status": "failed", "reason": error_line(err)}
+
+
 def run_gdu(
     spec: TaskSpec,
     backend: Backend,
@@ -250,8 +261,7 @@ def run_gdu(
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     best = min(steady, key=lambda r: r.seconds["total"]) if steady else first
     timings = {
         "first_seconds": first_seconds,
@@ -360,8 +370,7 @@ def run_train(
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     record["metrics"] = {
         "train": results,
         "ep_minus_bptt": {
@@ -568,7 +577,7 @@ def _cell_record(
     except Exception as err:  # BrokenProcessPool, KilledWorker, a worker's import error, …
         if in_process:
             raise
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
+        detail = error_line(err)
         dtype = job.options.dtype or job.spec.dtype
         record = base_record(job.spec, backend, job.options, dtype, env)
         record["measurement"] = job.measure

@@ -57,7 +57,6 @@ import io
 import pstats
 import statistics
 import time
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +73,7 @@ from .peak import fastest, flop_bound_seconds, measure_ops
 from .protocols import Backend, Network
 from .reference import PAIRS, reference_of, time_against_reference
 from .results import RecordWriter
-from .runner import RunOptions, measurement_record
+from .runner import RunOptions, failed_record, measurement_record
 from .spec import TaskSpec
 
 REPEATS = 3  # repetitions per algorithm (the first is a single step); --repeat raises it
@@ -308,8 +307,7 @@ def run_speed(
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     for algorithm, result in results.items():
         step = result["step_seconds"]
         bound = flop_bound_seconds(counts[algorithm], measured)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import time
-import traceback
 from typing import Any
 
 import numpy as np
@@ -35,7 +34,7 @@ from .metrics import is_state, relative_error
 from .params import init_params
 from .protocols import Backend
 from .results import RecordWriter
-from .runner import RunOptions, measurement_record
+from .runner import RunOptions, failed_record, measurement_record
 from .spec import TaskSpec
 
 DEFAULT_BETAS = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
@@ -116,8 +115,7 @@ def run_beta_sweep(
     except EpbenchError:
         raise
     except Exception as err:  # a backend failure fails this cell only
-        detail = traceback.format_exception_only(type(err), err)[-1].strip().replace("\n", " ")
-        return {**record, "status": "failed", "reason": detail}
+        return failed_record(record, err)
     record["timings"] = {"first_seconds": seconds, "steady_seconds": None, "repeats": 0}
     record["metrics"] = {
         "residual": float(residual),
