@@ -126,7 +126,7 @@ def _memory(backend: Backend, device: str, *, reset: bool) -> dict[str, Any] | N
     return method(device, reset=reset) if method is not None and device != "cpu" else None
 
 
-@dataclass
+@dataclass(frozen=True)
 class Timed:
     """One thing a speed cell times: `run(n)` → seconds of n back-to-back calls, synchronised;
     `first` the seconds of the first steady call; `info` what was measured while preparing it."""
