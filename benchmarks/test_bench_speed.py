@@ -1,7 +1,7 @@
 """The `speed` task as a pytest-benchmark suite: one benchmark per model × backend × algorithm
 (`ep` one-sided, `ep_symmetric`, `bptt`), one training step per round at the cell's batch, T and
-K (epbench.speed.step_function), the device synchronised inside the round. `extra_info` holds
-the step's FLOPs (epbench.flops) and the samples/s of the median round, so that
+K (epbench.measurements.speed.step_function), the device synchronised inside the round. `extra_info` holds
+the step's FLOPs (epbench.core.flops) and the samples/s of the median round, so that
 `--benchmark-json` output can be read beside `epbench run speed` records.
 """
 
@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from epbench.builtin_tasks import task_folder
-from epbench.flops import ALGORITHMS, total_flops, training_ops
-from epbench.params import init_params
-from epbench.registry import Registry
-from epbench.runner import load_batch
-from epbench.speed import step_function
-from epbench.tasks import resolve
+from epbench.config.builtin_tasks import task_folder
+from epbench.config.tasks import resolve
+from epbench.core.flops import ALGORITHMS, total_flops, training_ops
+from epbench.core.params import init_params
+from epbench.measurements.speed import step_function
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_batch
 
 ROUND_SECONDS = 2.0  # rounds per benchmark: about this much time, between 3 and 50 rounds
 

@@ -20,7 +20,7 @@ BACKENDS=${BACKENDS:-torch,jax}
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # jax shares the GPU with torch in one process
 if [ "${BOOTSTRAP:-0}" = 1 ] || ! "$PY" -c "import epbench, epbench_torch, epbench_jax" 2>/dev/null; then
     # Run from the checkout; a throwaway dist-info declares the backends' entry points, so that
-    # they load as installed plugins do (epbench.plugins reads the `epbench` entry-point group).
+    # they load as installed plugins do (epbench.plugins.manager reads the `epbench` entry-point group).
     SITE=$(mktemp -d)
     INFO="$SITE/epbench_checkout-0.dist-info"
     mkdir -p "$INFO"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from epbench import data
-from epbench.errors import DataError
-from epbench.registry import Registry
+from epbench.config import datasets as data
+from epbench.core.errors import DataError
+from epbench.plugins.registry import Registry
 
 
 def installed_backends() -> list[str]:

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.checkpoint import load_checkpoint
-from epbench.errors import TaskError, UnknownNameError
-from epbench.metrics import cosine
-from epbench.params import (
+from epbench.config.tasks import build_spec, resolve
+from epbench.core.checkpoint import load_checkpoint
+from epbench.core.errors import TaskError, UnknownNameError
+from epbench.core.metrics import cosine
+from epbench.core.params import (
     feedback_angles_deg,
     feedback_names,
     feedback_partner,
@@ -23,11 +24,10 @@ from epbench.params import (
     learning_rates,
     param_shapes,
 )
-from epbench.registry import Registry
-from epbench.runner import load_batch
-from epbench.spec import ModelSpec
-from epbench.tasks import build_spec, resolve
-from epbench.training import TrainingData, train_algorithm
+from epbench.core.spec import ModelSpec
+from epbench.measurements.training import TrainingData, train_algorithm
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_batch
 
 P2 = ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="sigm")
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.metrics import gdu_metrics
-from epbench.registry import Registry
-from epbench.runner import load_traces
+from epbench.core.metrics import gdu_metrics
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_traces
 
 TASK = """
 description = "tiny"
@@ -184,7 +184,7 @@ def _mnist_cell_args(data_dir: Path, out: Path) -> list[str]:
 def test_bad_data_files_exit_2_and_keep_earlier_records(
     torch_installed: None, tmp_path: Path, mnist_available: None
 ) -> None:
-    from epbench.data import find_file
+    from epbench.config.datasets import find_file
 
     out = tmp_path / "results"
     first = epbench("run", "toy", "--preset", "quick", "--out", str(out), "--quiet")

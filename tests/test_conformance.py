@@ -1,9 +1,9 @@
-"""Every installed backend passes the conformance suite `epbench.testing.check_backend`."""
+"""Every installed backend passes the conformance suite `epbench.plugins.conformance.check_backend`."""
 
 from __future__ import annotations
 
-from epbench.registry import Registry
-from epbench.testing import check_backend
+from epbench.plugins.conformance import check_backend
+from epbench.plugins.registry import Registry
 
 
 def test_check_backend(backend_name: str) -> None:

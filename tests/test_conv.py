@@ -8,14 +8,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epbench.errors import TaskError, UnknownNameError
-from epbench.metrics import gdu_metrics
-from epbench.params import init_params, param_shapes, state_shapes
-from epbench.parity import compare_outputs, outputs
-from epbench.registry import Registry
-from epbench.runner import load_batch
-from epbench.spec import ConvSpec, ModelSpec
-from epbench.tasks import build_spec, resolve
+from epbench.config.tasks import build_spec, resolve
+from epbench.core.errors import TaskError, UnknownNameError
+from epbench.core.metrics import gdu_metrics
+from epbench.core.params import init_params, param_shapes, state_shapes
+from epbench.core.spec import ConvSpec, ModelSpec
+from epbench.measurements.parity import compare_outputs, outputs
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_batch
 
 PAPER_CONV = ConvSpec(input=(1, 28, 28), channels=(32, 64), kernel=5, padding=0, pool=2)
 
@@ -178,7 +178,7 @@ def mnist_like(batch: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
 def test_torch_and_jax_agree_on_p_conv(backends, dtype, tolerance):
     """The paper's P-conv, identical parameters and batch: free states, EP and BPTT traces, one
     EP and one BPTT training step agree to a relative Frobenius difference ≤ 1e-9 (float64) and
-    ≤ 1e-4 (float32), through `epbench.parity.outputs` as `epbench parity` runs it.
+    ≤ 1e-4 (float32), through `epbench.measurements.parity.outputs` as `epbench parity` runs it.
 
     Float32 conditioning: an EP trace is a difference of consecutive states divided by β, so
     state rounding (~1e-7) is amplified by 1/β in the layers the nudge reaches last and weakest;
@@ -216,8 +216,8 @@ def test_gdu_fig4_configuration(backend_name: str, mnist_available: None) -> Non
         registry.get_task_path("mnist-conv"), overrides=["dynamics.T=100", "data.batch=20"]
     )
     backend = registry.get_backend(backend_name)
-    if backend.unsupported(spec.model, dtype="float32", device="cpu"):
-        pytest.skip(backend.unsupported(spec.model, dtype="float32", device="cpu"))
+    if backend.supports(spec.model, dtype="float32", device="cpu"):
+        pytest.skip(backend.supports(spec.model, dtype="float32", device="cpu"))
     x, y = load_batch(spec, seed=0, dtype="float32", data_dir=None)
     net = backend.build(spec.model, dtype="float32", device="cpu")
     params = net.load(init_params(spec.model, seed=0, dtype="float32"))
@@ -260,8 +260,8 @@ def test_gdu_cell_with_the_unsaturated_nudge(backend_name: str, mnist_available,
     ≥ 0.99 in the record, where the paper's nudge stays below (test_gdu_fig4_configuration)."""
     import json
 
-    from epbench.cli import main
-    from epbench.tables import format_record
+    from epbench.cli.commands import main
+    from epbench.views.tables import format_record
 
     sets = ["dynamics.T=100", "data.batch=20", "dynamics.nudge=unsaturated"]
     args = ["run", "mnist-conv", "--dtype", "float32", "--backend", backend_name]

@@ -1,4 +1,4 @@
-"""Tests of epbench.data on the real IDX files (found through EPBENCH_DATA) and a real local HTTP
+"""Tests of epbench.config.datasets on the real IDX files (found through EPBENCH_DATA) and a real local HTTP
 server for downloads. Tests that need the real files skip, saying how to provide them."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench import data
-from epbench.errors import DataError, UnknownNameError
+from epbench.config import datasets as data
+from epbench.core.errors import DataError, UnknownNameError
 
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 HOW = "set EPBENCH_DATA to a folder holding {}/ with the four IDX .gz files"

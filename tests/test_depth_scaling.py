@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.errors import TaskError
-from epbench.metrics import arrival, signal_metrics
-from epbench.pivot import depth_table, has_depths
-from epbench.registry import Registry
-from epbench.results import RecordWriter
-from epbench.runner import RunOptions, load_batch, run_measurement
-from epbench.tasks import resolve, split_measures
-from epbench.training import load_training_data
+from epbench.config.tasks import resolve, split_measures
+from epbench.core.errors import TaskError
+from epbench.core.metrics import arrival, signal_metrics
+from epbench.core.records import RecordWriter
+from epbench.measurements.training import load_training_data
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import RunOptions, load_batch, run_measurement
+from epbench.views.pivot import depth_table, has_depths
 
 
 def cells(preset: str = "quick", selection: dict | None = None, overrides=()) -> list:

@@ -1,4 +1,4 @@
-"""Executors (epbench.executors): worker subprocesses, a Dask cluster, resume, atomic records.
+"""Executors (epbench.run.executors): worker subprocesses, a Dask cluster, resume, atomic records.
 
 The matrices are the toy task's `quick` preset with tiny phases (T = 30, K = 5), on the torch and
 jax backends, or on `counted-torch` (tests/support/epbench_counting.py: the torch backend under
@@ -23,14 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from epbench import cli
-from epbench.errors import EpbenchError, ResultsError
-from epbench.executors import make_executor
-from epbench.plugins import make_plugin_manager
-from epbench.registry import Registry
-from epbench.results import RecordWriter, ok_records, read_records
-from epbench.runner import RunOptions, run_matrix
-from epbench.tasks import resolve
+from epbench.cli import commands as cli
+from epbench.config.tasks import resolve
+from epbench.core.errors import EpbenchError, ResultsError
+from epbench.core.records import RecordWriter, ok_records, read_records
+from epbench.plugins.manager import make_plugin_manager
+from epbench.plugins.registry import Registry
+from epbench.run.executors import make_executor
+from epbench.run.matrix import RunOptions, run_matrix
 
 SUPPORT = Path(__file__).resolve().parent / "support"
 TINY = ("dynamics.T=30", "dynamics.K=5")
@@ -343,7 +343,7 @@ def test_appends_stay_whole_when_the_writer_is_killed(tmp_path: Path) -> None:
     """SIGKILL at random instants of a process writing large records: every file stays
     readable (a plain append can leave half a line: the kernel stops writes between pages)."""
     writer_code = (
-        "import sys; from pathlib import Path; from epbench.results import RecordWriter\n"
+        "import sys; from pathlib import Path; from epbench.core.records import RecordWriter\n"
         "w = RecordWriter.at(Path(sys.argv[1]))\n"
         "big = 'x' * 400_000\n"
         "print('ready', flush=True)\n"

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from epbench.registry import Registry
-from epbench.results import RecordWriter, environment
-from epbench.runner import RunOptions, load_batch, run_gdu
-from epbench.tasks import resolve
+from epbench.config.tasks import resolve
+from epbench.core.records import RecordWriter, environment
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import RunOptions, load_batch, run_gdu
 
 
 def test_p1h_paper_configuration(backend_name: str, mnist_available: None, tmp_path) -> None:
@@ -22,8 +22,8 @@ def test_p1h_paper_configuration(backend_name: str, mnist_available: None, tmp_p
         20,
     )
     backend = registry.get_backend(backend_name)
-    if backend.unsupported(spec.model, dtype="float32", device="cpu"):
-        pytest.skip(backend.unsupported(spec.model, dtype="float32", device="cpu"))
+    if backend.supports(spec.model, dtype="float32", device="cpu"):
+        pytest.skip(backend.supports(spec.model, dtype="float32", device="cpu"))
     options = RunOptions(dtype="float32", repeat=0)
     batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
     record = run_gdu(spec, backend, batch, options, RecordWriter(tmp_path), environment())

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from epbench.metrics import compare, cosine, rmse_per_component, sign_agreement
+from epbench.core.metrics import compare, cosine, rmse_per_component, sign_agreement
 
 
 def test_rmse_definition_and_zero_convention() -> None:

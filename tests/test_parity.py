@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epbench.errors import UnknownNameError
-from epbench.params import init_params, param_shapes
-from epbench.registry import Registry
-from epbench.spec import ModelSpec
+from epbench.core.errors import UnknownNameError
+from epbench.core.params import init_params, param_shapes
+from epbench.core.spec import ModelSpec
+from epbench.plugins.registry import Registry
 
 TOLERANCE = {"float64": 1e-10, "float32": 1e-4}
 

@@ -1,4 +1,4 @@
-"""`epbench table --pivot KEY --metric M` (epbench.pivot), the `--sweep` axes it pivots on, and the
+"""`epbench table --pivot KEY --metric M` (epbench.views.pivot), the `--sweep` axes it pivots on, and the
 `select` / wildcard selection of task cells."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from epbench.cli import main
-from epbench.errors import EpbenchError, TaskError, UnknownNameError
-from epbench.pivot import key_value, metric_value, pivot_rows, pivot_table
-from epbench.registry import Registry
-from epbench.tasks import parse_sweep, resolve
+from epbench.cli.commands import main
+from epbench.config.tasks import parse_sweep, resolve
+from epbench.core.errors import EpbenchError, TaskError, UnknownNameError
+from epbench.plugins.registry import Registry
+from epbench.views.pivot import key_value, metric_value, pivot_rows, pivot_table
 
 
 def record(**fields) -> dict:

@@ -1,4 +1,4 @@
-"""Figures and the report page (epbench.plots, epbench.report, epbench.figures_cli), drawn from real
+"""Figures and the report page (epbench.views.plots, epbench.views.report, epbench.cli.figures), drawn from real
 runs: `epbench run toy … --save-traces` plus a tiny task with a β sweep and a depth sweep, and (with
 MNIST) a short two-seed training run. Without matplotlib the plot tests skip; the test of the
 install hint blocks matplotlib in a subprocess and runs whether matplotlib is installed or not."""
@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.registry import Registry
-from epbench.results import read_records
-from epbench.runner import load_traces
+from epbench.core.records import read_records
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_traces
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 needs_matplotlib = pytest.mark.skipif(
@@ -84,9 +84,9 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import epbench.cli, epbench.figures_cli, epbench.plots, epbench.report
+import epbench.cli.commands, epbench.cli.figures, epbench.views.plots, epbench.views.report
 assert "matplotlib" not in sys.modules
-sys.exit(epbench.figures_cli.main(sys.argv[1:]))
+sys.exit(epbench.cli.figures.main(sys.argv[1:]))
 """
 
 
@@ -129,7 +129,7 @@ def check_png(path: Path) -> None:
 
 @needs_matplotlib
 def test_plot_writes_every_figure_the_records_support(results: Path, tmp_path: Path) -> None:
-    from epbench.figures_cli import main
+    from epbench.cli.figures import main
 
     out = tmp_path / "figures"
     assert main(["plot", str(results), "--out", str(out)]) == 0
@@ -147,7 +147,7 @@ def test_plot_writes_every_figure_the_records_support(results: Path, tmp_path: P
 
 @needs_matplotlib
 def test_gdu_curves_draw_ep_over_bptt_for_the_largest_components(results: Path) -> None:
-    from epbench.plots import EP_ZORDER, gdu_curves, traces_path
+    from epbench.views.plots import EP_ZORDER, gdu_curves, traces_path
 
     records = {r["cell"]: r for r in read_records([results])}
     for cell, layers in (("toy", 2), ("sweep[case=c]", 3)):
@@ -184,7 +184,7 @@ def test_gdu_curves_draw_ep_over_bptt_for_the_largest_components(results: Path) 
 
 @needs_matplotlib
 def test_beta_and_depth_curves_from_the_sweep(results: Path) -> None:
-    from epbench.plots import beta_curves, fit_slope
+    from epbench.views.plots import beta_curves, fit_slope
 
     assert fit_slope([1e-3, 1e-2, 1e-1], [3e-6, 3e-4, 3e-2]) == pytest.approx(2.0)
     assert fit_slope([1e-2], [1.0]) is None
@@ -208,7 +208,7 @@ def test_beta_and_depth_curves_from_the_sweep(results: Path) -> None:
 def test_depth_curves_from_the_sweep_and_angle_curves_from_documented_records(
     results: Path,
 ) -> None:
-    from epbench.plots import figures
+    from epbench.views.plots import figures
 
     records = read_records([results])
     plots = {p.name: p for p in figures(records)[0]}
@@ -253,7 +253,7 @@ def test_depth_curves_from_the_sweep_and_angle_curves_from_documented_records(
 
 @needs_matplotlib
 def test_report_page_links_resolve_and_images_are_valid(results: Path, tmp_path: Path) -> None:
-    from epbench.report import write_report
+    from epbench.views.report import write_report
 
     chosen = [r for r in read_records([results]) if r["cell"] in ("toy", "sweep[case=c]")]
     written = write_report(chosen, out=tmp_path / "report")
@@ -285,7 +285,7 @@ def test_report_page_links_resolve_and_images_are_valid(results: Path, tmp_path:
 def test_learning_curves_memory_and_speed_from_training_records(tmp_path: Path) -> None:
     """Unit test of the training figures on records in the documented format
     (`metrics["train"][algorithm]` with per-epoch lists)."""
-    from epbench.plots import learning_curves, memory_vs_k, samples_per_second, save
+    from epbench.views.plots import learning_curves, memory_vs_k, samples_per_second, save
 
     def record(seed: int, K: int) -> dict:
         rng = np.random.default_rng([seed, K])
@@ -348,7 +348,7 @@ def test_learning_curves_memory_and_speed_from_training_records(tmp_path: Path) 
 def test_learning_curves_of_a_real_training_run(mnist_available: None, tmp_path: Path) -> None:
     if "torch" not in Registry().get_backends():
         pytest.skip("the torch backend is not installed")
-    from epbench.figures_cli import main
+    from epbench.cli.figures import main
 
     task = tmp_path / "tiny-train.toml"
     task.write_text(TRAIN)
@@ -360,7 +360,7 @@ def test_learning_curves_of_a_real_training_run(mnist_available: None, tmp_path:
     assert main(["plot", str(tmp_path), "--out", str(out), "--format", "png"]) == 0
     assert {"learning-curves.png", "samples-per-s.png"} <= {p.name for p in out.iterdir()}
     check_png(out / "learning-curves.png")
-    from epbench.plots import learning_curves
+    from epbench.views.plots import learning_curves
 
     (train_ax, _) = learning_curves(records).figure.axes
     (ep,) = [line for line in train_ax.lines if line.get_gid() == "ep"]
@@ -370,7 +370,7 @@ def test_learning_curves_of_a_real_training_run(mnist_available: None, tmp_path:
 
 @needs_matplotlib
 def test_plot_with_nothing_to_draw_exits_2(tmp_path: Path, capsys) -> None:
-    from epbench.figures_cli import main
+    from epbench.cli.figures import main
 
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"schema": 1, "status": "skipped", "cell": "toy"}) + "\n")

@@ -20,11 +20,11 @@ import numpy as np
 import pytest
 
 import epbench
-from epbench.errors import BackendError, EpbenchError, UnknownNameError
-from epbench.params import init_params
-from epbench.plugins import make_plugin_manager
-from epbench.registry import Registry
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError, EpbenchError, UnknownNameError
+from epbench.core.params import init_params
+from epbench.core.spec import ModelSpec
+from epbench.plugins.manager import make_plugin_manager
+from epbench.plugins.registry import Registry
 
 EXAMPLE_DIR = Path(__file__).resolve().parent.parent / "examples" / "epbench-numpy"
 PACKAGE = "epbench_numpy_example"
@@ -48,7 +48,7 @@ def backend(example):
 
 
 def test_example_backend_passes_the_conformance_suite(backend):
-    from epbench.testing import check_backend
+    from epbench.plugins.conformance import check_backend
 
     check_backend(backend)
 
@@ -56,10 +56,10 @@ def test_example_backend_passes_the_conformance_suite(backend):
 def test_unsupported_combinations_are_declined_with_a_reason(backend):
     p = ModelSpec(setting="P", inputs=4, sizes=(3, 5))
     eb = ModelSpec(setting="EB", inputs=4, sizes=(3, 5), epsilon=0.2)
-    assert backend.unsupported(p, dtype="float64", device="cpu") is None
-    assert "P setting" in backend.unsupported(eb, dtype="float64", device="cpu")
-    assert "cuda" in backend.unsupported(p, dtype="float64", device="cuda")
-    assert "float16" in backend.unsupported(p, dtype="float16", device="cpu")
+    assert backend.supports(p, dtype="float64", device="cpu") is None
+    assert "P setting" in backend.supports(eb, dtype="float64", device="cpu")
+    assert "cuda" in backend.supports(p, dtype="float64", device="cuda")
+    assert "float16" in backend.supports(p, dtype="float16", device="cpu")
     with pytest.raises(BackendError, match="P setting"):
         backend.build(eb, dtype="float64", device="cpu")
 

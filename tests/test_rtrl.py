@@ -1,4 +1,4 @@
-"""The `rtrl` measurement (epbench.rtrl, PAPER.md §6.3): RTRL's forward-in-time gradient against
+"""The `rtrl` measurement (epbench.measurements.rtrl, PAPER.md §6.3): RTRL's forward-in-time gradient against
 BPTT's on the `rtrl` task, with time and memory of RTRL, BPTT and EP; and its skips."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from epbench.registry import Registry
-from epbench.results import RecordWriter
-from epbench.rtrl import METHODS, rtrl_table
-from epbench.runner import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
-from epbench.spec import MEASUREMENTS
-from epbench.tasks import resolve
+from epbench.config.tasks import resolve
+from epbench.core.records import RecordWriter
+from epbench.core.spec import MEASUREMENTS
+from epbench.measurements.rtrl import METHODS, rtrl_table
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
 
 
 def test_rtrl_task_resolves() -> None:

@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from epbench.builtin_tasks import task_folder
-from epbench.cli import main
-from epbench.flops import op_flops, phase_ops, step_ops, total_flops, training_ops
-from epbench.memory_sweep import sweep
-from epbench.peak import fastest, flop_bound_seconds, measure_ops
-from epbench.registry import Registry
-from epbench.results import RecordWriter, environment, read_records
-from epbench.runner import RunOptions, load_batch, run_measurement
-from epbench.spec import ConvSpec, ModelSpec
-from epbench.speed import Timed, paired_phases, time_rounds
-from epbench.speed_report import TARGETS, memory_table, speed_table
-from epbench.tasks import resolve
+from epbench.cli.commands import main
+from epbench.config.builtin_tasks import task_folder
+from epbench.config.tasks import resolve
+from epbench.core.flops import op_flops, phase_ops, step_ops, total_flops, training_ops
+from epbench.core.records import RecordWriter, environment, read_records
+from epbench.core.spec import ConvSpec, ModelSpec
+from epbench.measurements.memory import sweep
+from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
+from epbench.measurements.speed import Timed, paired_phases, time_rounds
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import RunOptions, load_batch, run_measurement
+from epbench.views.speed_tables import TARGETS, memory_table, speed_table
 
 SPEED = task_folder() / "speed.toml"
 ALGORITHMS = ("ep", "ep_symmetric", "bptt")
@@ -236,7 +236,7 @@ def test_example_backend_without_optional_methods_is_measured(example_backend) -
 
 def test_p_conv_is_timed_against_the_reference_re_creation(torch_backend) -> None:
     """P-conv on torch: EP and BPTT steps interleaved with the re-created paper implementation
-    (epbench.reference); each speed-up is the median of the per-round ratios."""
+    (epbench.measurements.reference); each speed-up is the median of the per-round ratios."""
     spec = cell("P-conv", "dynamics.T=4", "dynamics.K=2")
     batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
     record = run_measurement(

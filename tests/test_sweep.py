@@ -1,4 +1,4 @@
-"""The beta-sweep measurement (epbench.sweep): on the toy model in float64 at its fixed point the
+"""The beta-sweep measurement (epbench.measurements.beta_sweep): on the toy model in float64 at its fixed point the
 EP error against BPTT falls like β one-sided and like β² symmetric (PAPER.md §2), on every
 installed backend; the slope fit, the error definition and the grid's validation."""
 
@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.errors import TaskError
-from epbench.registry import Registry
-from epbench.results import RecordWriter
-from epbench.runner import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
-from epbench.sweep import DEFAULT_BETAS, betas_of, fit_slope, sweep_error
-from epbench.tables import format_record, overview
-from epbench.tasks import resolve
+from epbench.config.tasks import resolve
+from epbench.core.errors import TaskError
+from epbench.core.records import RecordWriter
+from epbench.measurements.beta_sweep import DEFAULT_BETAS, betas_of, fit_slope, sweep_error
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
+from epbench.views.tables import format_record, overview
 
 GRID = "dynamics.betas=[0.001, 0.01, 0.1]"
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from epbench.errors import TaskError, UnknownNameError
-from epbench.registry import Registry
-from epbench.tasks import config_hash, parse_selector, resolve
+from epbench.config.tasks import config_hash, parse_selector, resolve
+from epbench.core.errors import TaskError, UnknownNameError
+from epbench.plugins.registry import Registry
 
 GOOD = """
 description = "test task"

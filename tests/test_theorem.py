@@ -11,11 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epbench.metrics import relative_error
-from epbench.params import init_params
-from epbench.registry import Registry
-from epbench.runner import load_batch
-from epbench.tasks import resolve
+from epbench.config.tasks import resolve
+from epbench.core.metrics import relative_error
+from epbench.core.params import init_params
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import load_batch
 
 CELLS = {
     "toy": ("toy", {}),

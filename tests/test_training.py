@@ -15,15 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
-from epbench.cli import parse_seeds
-from epbench.errors import EpbenchError, ResultsError, TaskError
-from epbench.registry import Registry
-from epbench.results import RecordWriter, environment
-from epbench.runner import RunOptions, run_matrix, run_train
-from epbench.tables import overview, paper_table, seed_summary_table
-from epbench.tasks import resolve
-from epbench.training import (
+from epbench.cli.commands import parse_seeds
+from epbench.config.tasks import resolve
+from epbench.core.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from epbench.core.errors import EpbenchError, ResultsError, TaskError
+from epbench.core.records import RecordWriter, environment
+from epbench.measurements.training import (
     TrainingData,
     epoch_betas,
     epoch_order,
@@ -31,6 +28,9 @@ from epbench.training import (
     run_key,
     train_algorithm,
 )
+from epbench.plugins.registry import Registry
+from epbench.run.matrix import RunOptions, run_matrix, run_train
+from epbench.views.tables import overview, paper_table, seed_summary_table
 
 TINY = """
 description = "tiny training task"
@@ -203,8 +203,8 @@ def test_progress_as_a_bar_as_lines_or_quiet(
     """A bar (terminal) or plain lines (log file) end each epoch with a line; "lines" also reports
     within the epoch every LINE_SECONDS (here 0: at every divergence check); None is silent."""
     (spec,) = tiny("train.epochs=1")
-    from epbench import training
-    from epbench.params import init_params
+    from epbench.measurements import training
+    from epbench.core.params import init_params
 
     monkeypatch.setattr(training, "LINE_SECONDS", 0.0)
     initial = init_params(spec.model, seed=0, dtype="float32")

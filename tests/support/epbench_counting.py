@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import epbench
-from epbench.plugins import make_plugin_manager
-from epbench.registry import Registry
-from epbench.spec import ModelSpec
+from epbench.core.spec import ModelSpec
+from epbench.plugins.manager import make_plugin_manager
+from epbench.plugins.registry import Registry
 
 HANG_SECONDS = 60
 
@@ -70,14 +70,18 @@ class CountingBackend:
             self._inner = registry.get_backend(self._inner_name)
         return self._inner
 
+    @property
+    def model_fields(self) -> frozenset[str]:
+        return self.inner.model_fields
+
     def versions(self) -> dict[str, str]:
         return self.inner.versions()
 
     def device_info(self, device: str) -> str:
         return self.inner.device_info(device)
 
-    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
-        return self.inner.unsupported(model, dtype=dtype, device=device)
+    def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+        return self.inner.supports(model, dtype=dtype, device=device)
 
     def build(self, model: ModelSpec, *, dtype: str, device: str) -> Any:
         _count(self.name)

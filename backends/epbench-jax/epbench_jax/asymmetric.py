@@ -1,7 +1,7 @@
 """Asymmetric ("vector-field") fully connected networks in JAX: feedback weights that are
 independent parameters instead of the transposed forward weights (PAPER.md §6.5, §7).
 
-Model (`ModelSpec.feedback_angle` set; canonical names in `epbench.params`). Row-vector batch form,
+Model (`ModelSpec.feedback_angle` set; canonical names in `epbench.core.params`). Row-vector batch form,
 r = ρ(s) in the EB setting and r = s in the P setting, r_x = ρ(x) (EB) or x (P):
 
     h^n = c^n + [n<N] r^{n+1} W{n}_{n+1}ᵀ + [n>0] r^{n−1} B{n}_{n−1}ᵀ,
@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from epbench.spec import ModelSpec
+from epbench.core.spec import ModelSpec
 
 from .compiled import Family
 from .network import activation, clip01

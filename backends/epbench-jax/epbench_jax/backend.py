@@ -1,4 +1,4 @@
-"""The JAX backend (implements `epbench.protocols.Backend`). jax is imported on first use only, so
+"""The JAX backend (implements `epbench.core.protocols.Backend`). jax is imported on first use only, so
 loading the plugin (every `epbench` command does) stays cheap."""
 
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import platform
 from importlib.metadata import PackageNotFoundError, version
 
-from epbench.errors import BackendError
-from epbench.spec import ACTIVATIONS, DTYPES, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.spec import ACTIVATIONS, DTYPES, ModelSpec
 
 from . import throughput
 
@@ -35,13 +35,30 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+# Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
+MODEL_FIELDS = frozenset(
+    {
+        "setting",
+        "inputs",
+        "sizes",
+        "input_to",
+        "activation",
+        "epsilon",
+        "clamp",
+        "conv",
+        "feedback_angle",
+    }
+)
+
+
 class JaxBackend:
     """Builds `epbench_jax.compiled.JaxNetwork`s over one model family — `network` (tied, fully
     connected), `asymmetric` (feedback weights) or `conv` (P-conv): whole phases under `jax.jit`,
     CPU or GPU."""
 
     name = "jax"
-    # Optional measurement methods (epbench.peak, `epbench run speed`).
+    model_fields = MODEL_FIELDS
+    # Optional measurement methods (epbench.measurements.peak, `epbench run speed`).
     op_seconds = staticmethod(throughput.op_seconds)
     memory_stats = staticmethod(throughput.memory_stats)
     profile_summary = staticmethod(throughput.profile_summary)
@@ -63,7 +80,7 @@ class JaxBackend:
             return f"{_cpu_name()} (jax cpu)"
         return f"{found.device_kind} (jax {found.platform})"
 
-    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+    def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
         if device not in PLATFORMS:
             return f"jax backend: unknown device {device!r}; known: {', '.join(PLATFORMS)}"
         if dtype not in DTYPES:
@@ -81,7 +98,7 @@ class JaxBackend:
         return None
 
     def build(self, model: ModelSpec, *, dtype: str, device: str):
-        reason = self.unsupported(model, dtype=dtype, device=device)
+        reason = self.supports(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
         from .compiled import JaxNetwork

@@ -1,4 +1,4 @@
-"""The jax backend's `epbench.protocols.Network`: one model family's pure phase functions, jitted
+"""The jax backend's `epbench.core.protocols.Network`: one model family's pure phase functions, jitted
 once per network, behind the protocol's methods.
 
 A model family is a module of pure functions that take the `ModelSpec` first — `network` (tied,
@@ -34,9 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes, state_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes, state_shapes
+from epbench.core.spec import ModelSpec
 
 Params = dict[str, Array]
 States = tuple[Array, ...]
@@ -80,7 +80,7 @@ def estimator_traces(
 
 class JaxNetwork:
     """One model of one family compiled for one dtype and device (implements
-    `epbench.protocols.Network`).
+    `epbench.core.protocols.Network`).
 
     Native parameters: a dict of jax arrays keyed by canonical names; native states: a tuple of jax
     arrays in the family's layout. A `start` given as numpy arrays is read as canonical states,

@@ -1,7 +1,7 @@
 """The convolutional P-setting model ("P-conv", PAPER.md §3) in JAX: dynamics, traces, training.
 
 Layer 0 is the fully connected output, layers 1 … N the pooled conv layers (N next to the input).
-Parameters are a dict of arrays keyed by canonical names (`epbench.params`: `W0_1` (O, C₁H₁W₁),
+Parameters are a dict of arrays keyed by canonical names (`epbench.core.params`: `W0_1` (O, C₁H₁W₁),
 kernels `W{n}_{n+1}` / `W{N}_x` (Cₙ, Cₙ₊₁, k, k), per-channel biases); states a tuple
 `(s⁰, s¹, …, sᴺ)`, s⁰ of shape (B, O) and sⁿ of shape (B, Cₙ, Hₙ, Wₙ); x arrives flat, (B, C·H·W).
 
@@ -37,8 +37,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from epbench.params import param_shapes, state_shapes
-from epbench.spec import ModelSpec
+from epbench.core.params import param_shapes, state_shapes
+from epbench.core.spec import ModelSpec
 
 from .compiled import Family
 from .network import activation, clip01, loss_errors

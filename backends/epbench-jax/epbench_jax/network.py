@@ -1,6 +1,6 @@
 """The convergent RNN with static input in JAX (PAPER.md §1–§3): dynamics, traces, training steps.
 
-Parameters are a dict of arrays keyed by canonical names (`epbench.params`); states are a tuple
+Parameters are a dict of arrays keyed by canonical names (`epbench.core.params`); states are a tuple
 `(s⁰, …, sᴺ)` of `(B, sizes[n])` arrays, output layer first. Every phase is a pure function around a
 `lax.fori_loop` / `lax.scan`, jitted whole by `epbench_jax.compiled.JaxNetwork` (which also scopes
 float64 and full-precision matmuls); the static input projection is computed once per phase.
@@ -23,8 +23,8 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, Int
 
-from epbench.errors import BackendError
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.spec import ModelSpec
 
 from .compiled import Family
 
@@ -247,7 +247,7 @@ def nudged_states(
 def ep_traces_one(
     model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
 ) -> Params:
-    """EP traces for one signed β (PAPER.md §2, epbench.protocols):
+    """EP traces for one signed β (PAPER.md §2, epbench.core.protocols):
     ΔEP_s(t) = ⟨s_{t+1} − s_t⟩ / β_eff and ΔEP_θ(t) = (∂Φ/∂θ(s_{t+1}) − ∂Φ/∂θ(s_t)) / β_eff.
 
     Products are differenced as (a'−a)ᵀc' + aᵀ(c'−c), which loses less to rounding in float32.

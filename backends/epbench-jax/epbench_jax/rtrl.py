@@ -11,7 +11,7 @@ the primal states (forward-mode differentiation), so memory is O(P · B · Σ si
 and the cost P times a forward pass — for the toy model and small nets only.
 
 The dynamics are `epbench_jax.asymmetric.step` (tied or asymmetric, EB or P); `JaxRtrlNetwork`
-adds the optional `rtrl_gradient` method of `epbench.protocols` to `compiled.JaxNetwork` for the
+adds the optional `rtrl_gradient` method of `epbench.core.protocols` to `compiled.JaxNetwork` for the
 fully connected families (tied and asymmetric).
 """
 
@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from epbench.spec import ModelSpec
+from epbench.core.spec import ModelSpec
 
 from .asymmetric import input_of, loss_errors, project, run
 from .compiled import JaxNetwork

@@ -1,7 +1,7 @@
-"""Optional measurement methods of the jax backend, used by `epbench run speed` (epbench.peak).
+"""Optional measurement methods of the jax backend, used by `epbench run speed` (epbench.measurements.peak).
 
     op_seconds(op, *, dtype, device, min_seconds)   seconds of one GEMM / convolution (an
-                                                    epbench.flops op tuple) under jax.jit
+                                                    epbench.core.flops op tuple) under jax.jit
     memory_stats(device, *, reset=False)            the device allocator's statistics (GPU)
     profile_summary(fn, *, device, folder)          a jax.profiler trace of `fn()`
 

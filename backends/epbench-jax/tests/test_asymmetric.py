@@ -13,9 +13,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from epbench.errors import BackendError
-from epbench.params import init_params, learning_rates
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params, learning_rates
+from epbench.core.spec import ModelSpec
 from epbench_jax.asymmetric import FAMILY
 from epbench_jax.backend import JaxBackend
 from epbench_jax.compiled import JaxNetwork

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from jax import lax
 
-from epbench.errors import BackendError
-from epbench.params import init_params, param_shapes, state_shapes
-from epbench.spec import ConvSpec, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params, param_shapes, state_shapes
+from epbench.core.spec import ConvSpec, ModelSpec
 from epbench_jax.backend import JaxBackend
 
 CONV = ConvSpec(input=(2, 16, 16), channels=(2, 3, 4), kernel=3, padding=1, pool=2)

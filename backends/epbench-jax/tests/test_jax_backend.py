@@ -12,11 +12,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from epbench.errors import BackendError
-from epbench.params import init_params, param_shapes
-from epbench.plugins import make_plugin_manager
-from epbench.registry import Registry
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params, param_shapes
+from epbench.core.spec import ModelSpec
+from epbench.plugins.manager import make_plugin_manager
+from epbench.plugins.registry import Registry
 from epbench_jax import network as nw
 from epbench_jax.backend import JaxBackend
 

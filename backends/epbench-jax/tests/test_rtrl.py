@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from epbench.params import init_params
-from epbench.spec import ModelSpec
+from epbench.core.params import init_params
+from epbench.core.spec import ModelSpec
 from epbench_jax.backend import JaxBackend
 from epbench_jax.rtrl import JaxRtrlNetwork
 

@@ -1,7 +1,7 @@
 """Asymmetric ("vector-field") fully connected networks in torch: feedback weights that are
 independent parameters instead of the transposed forward weights (PAPER.md §6.5, §7).
 
-Model (`ModelSpec.feedback_angle` set; canonical names in `epbench.params`). Row-vector batch form,
+Model (`ModelSpec.feedback_angle` set; canonical names in `epbench.core.params`). Row-vector batch form,
 r = ρ(s) in the EB setting and r = s in the P setting, r_x = ρ(x) (EB) or x (P):
 
     h^n = u^n + [n<N] r^{n+1} W{n}_{n+1}ᵀ + [n>0] r^{n−1} B{n}_{n−1}ᵀ,
@@ -30,7 +30,7 @@ the ∂Φ/∂θ difference of PAPER.md §2-§3 that EP gives the tied weight (wh
 BPTT traces are the true per-parameter shares ∂L/∂θ_{T−t}: W{n}_{n+1} through the drive of layer
 n only, B{n+1}_{n} through that of layer n+1 only; their sum `W + Bᵀ` is the tied model's trace.
 So at B = Wᵀ (angle 0) every trace of this model reproduces the tied model's. A feedback weight is
-frozen in training by giving it the learning rate 0 (`epbench.params.learning_rates`).
+frozen in training by giving it the learning rate 0 (`epbench.core.params.learning_rates`).
 
 Native types as in `epbench_torch.network`: parameters a `dict[str, torch.Tensor]` keyed by
 canonical names, states a tuple `(s⁰, …, sᴺ)` of `(B, sizes[n])` tensors. The code favours
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes
+from epbench.core.spec import ModelSpec
 
 from .network import learning_rate
 
@@ -133,7 +133,7 @@ def loss_of(s0: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 class TorchAsymmetricNetwork:
     """A fully connected model with independent feedback weights (module doc), one torch dtype and
-    device; implements `epbench.protocols.Network` and the optional `rtrl_gradient`."""
+    device; implements `epbench.core.protocols.Network` and the optional `rtrl_gradient`."""
 
     def __init__(self, model: ModelSpec, *, dtype: str, device: str) -> None:
         if model.feedback_angle is None or model.conv is not None:

@@ -1,4 +1,4 @@
-"""The torch `Backend` (epbench.protocols.Backend): versions, device description, support, build."""
+"""The torch `Backend` (epbench.core.protocols.Backend): versions, device description, support, build."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import platform
 
 import torch
 
-from epbench.errors import BackendError
-from epbench.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
 
 from . import throughput
 from .asymmetric import TorchAsymmetricNetwork
@@ -19,12 +19,29 @@ from .rtrl import TorchRtrlNetwork
 DEVICES = ("cpu", "cuda")
 
 
+# Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
+MODEL_FIELDS = frozenset(
+    {
+        "setting",
+        "inputs",
+        "sizes",
+        "input_to",
+        "activation",
+        "epsilon",
+        "clamp",
+        "conv",
+        "feedback_angle",
+    }
+)
+
+
 class TorchBackend:
     """Builds `TorchNetwork`s for fully connected models in the EB and P settings and
     `TorchConvNetwork`s for P-setting conv models (PAPER.md §3)."""
 
     name = "torch"
-    # Optional measurement methods (epbench.peak, `epbench run speed`).
+    model_fields = MODEL_FIELDS
+    # Optional measurement methods (epbench.measurements.peak, `epbench run speed`).
     op_seconds = staticmethod(throughput.op_seconds)
     memory_stats = staticmethod(throughput.memory_stats)
     profile_summary = staticmethod(throughput.profile_summary)
@@ -43,7 +60,7 @@ class TorchBackend:
         capability = torch.backends.cpu.get_cpu_capability()
         return f"{cpu}, {torch.get_num_threads()} torch threads, {capability}"
 
-    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+    def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
         """None when `build` can run (model, dtype, device); otherwise why not (a skip reason)."""
         if model.setting not in SETTINGS:
             return (
@@ -66,9 +83,9 @@ class TorchBackend:
     def reference_network(
         self, model: ModelSpec, *, dtype: str, device: str
     ) -> ReferenceConvNetwork | None:
-        """The paper's implementation re-created for `model` (epbench.reference, optional method):
+        """The paper's implementation re-created for `model` (epbench.measurements.reference, optional method):
         the paper's P-conv geometry only (reference_conv.py); None for any other model."""
-        if self.unsupported(model, dtype=dtype, device=device) or reference_unsupported(model):
+        if self.supports(model, dtype=dtype, device=device) or reference_unsupported(model):
             return None
         return ReferenceConvNetwork(model, dtype=dtype, device=device)
 
@@ -76,7 +93,7 @@ class TorchBackend:
         self, model: ModelSpec, *, dtype: str, device: str
     ) -> TorchNetwork | TorchConvNetwork:
         """A `TorchNetwork` for `model` in `dtype` on `device`; BackendError when unsupported."""
-        reason = self.unsupported(model, dtype=dtype, device=device)
+        reason = self.supports(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
         if model.conv is not None:

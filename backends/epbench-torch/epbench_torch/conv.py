@@ -1,8 +1,8 @@
-"""The torch `Network` (epbench.protocols.Network) for convolutional P-setting models ("P-conv").
+"""The torch `Network` (epbench.core.protocols.Network) for convolutional P-setting models ("P-conv").
 
 PAPER.md §3, "Convolutional, P setting". Layer 0 is the fully connected output, layers 1 … N the
 pooled conv layers (N next to the input). Native types: parameters are a `dict[str, torch.Tensor]`
-keyed by canonical names (epbench.params: `W0_1` (O, C₁H₁W₁), kernels `W{n}_{n+1}` / `W{N}_x`
+keyed by canonical names (epbench.core.params: `W0_1` (O, C₁H₁W₁), kernels `W{n}_{n+1}` / `W{N}_x`
 (Cₙ, Cₙ₊₁, k, k), per-channel biases); states a tuple `(s⁰, s¹, …, sᴺ)`, s⁰ of shape (B, O) and
 sⁿ of shape (B, Cₙ, Hₙ, Wₙ) held in channels-last memory (oneDNN's fast layout on the CPU: the
 convolutions ran 2-3× faster than on NCHW tensors). The input x arrives flattened, (B, C·H·W).
@@ -58,9 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes, state_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes, state_shapes
+from epbench.core.spec import ModelSpec
 
 from .network import ACTIVATIONS, check_steps, learning_rate, loss_errors
 

@@ -1,6 +1,6 @@
-"""The torch `Network` (epbench.protocols.Network) for fully connected models, EB and P settings.
+"""The torch `Network` (epbench.core.protocols.Network) for fully connected models, EB and P settings.
 
-Native types: parameters are a `dict[str, torch.Tensor]` keyed by canonical names (epbench.params),
+Native types: parameters are a `dict[str, torch.Tensor]` keyed by canonical names (epbench.core.params),
 states a tuple `(s⁰, …, sᴺ)` of `(B, sizes[n])` tensors. Row-vector batch form throughout: with
 `W{n}_{n+1}` of shape `(sizes[n], sizes[n+1])`, layer n receives `r^{n+1} W{n}_{n+1}ᵀ` and layer n+1
 receives `r^n W{n}_{n+1}`, where `r = ρ(s)` in the EB setting and `r = s` in the P setting.
@@ -35,9 +35,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes
+from epbench.core.spec import ModelSpec
 
 States = tuple[torch.Tensor, ...]
 Params = dict[str, torch.Tensor]
@@ -415,7 +415,7 @@ class TorchNetwork:
         steps: int,
         symmetric: bool = False,
     ) -> dict[str, np.ndarray]:
-        """EP traces ΔEP_s(β, t), ΔEP_θ(β, t) for t < K (PAPER.md §2; epbench.protocols).
+        """EP traces ΔEP_s(β, t), ΔEP_θ(β, t) for t < K (PAPER.md §2; epbench.core.protocols).
 
         Symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each divided by its own signed β.
         """

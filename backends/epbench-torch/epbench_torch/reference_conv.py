@@ -3,7 +3,7 @@
 The P-conv speed targets are stated against the paper's public PyTorch implementation (PAPER.md
 §3), which trains at about 35 (EP) and 44 (BPTT) samples/s on a 2-core CPU. This machine's
 timings drift by tens of percent between runs, so `epbench run speed` times this re-creation beside
-`TorchConvNetwork`, interleaved, and reports the ratio (epbench.speed, `reference`).
+`TorchConvNetwork`, interleaved, and reports the ratio (epbench.measurements.speed, `reference`).
 
 It computes the same model (PAPER.md §3) the way that implementation does, not as `conv.py` does:
   - the Euler form s ← s + (−s + σ(…)) with step 1 (rounding aside, σ(…));
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes
+from epbench.core.spec import ModelSpec
 
 Params = dict[str, torch.Tensor]
 

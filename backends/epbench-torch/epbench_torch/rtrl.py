@@ -12,7 +12,7 @@ P times a forward pass — for the toy model and small nets only (784-512-10 has
 
 The dynamics are `epbench_torch.asymmetric.step`, which covers the tied model (EB and P, any
 depth and input layers) and the asymmetric one; `TorchRtrlNetwork` adds the optional
-`rtrl_gradient` method of `epbench.protocols` to the tied `TorchNetwork`.
+`rtrl_gradient` method of `epbench.core.protocols` to the tied `TorchNetwork`.
 """
 
 from __future__ import annotations

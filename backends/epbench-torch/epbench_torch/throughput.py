@@ -1,7 +1,7 @@
-"""Optional measurement methods of the torch backend, used by `epbench run speed` (epbench.peak).
+"""Optional measurement methods of the torch backend, used by `epbench run speed` (epbench.measurements.peak).
 
     op_seconds(op, *, dtype, device, min_seconds)   seconds of one GEMM / convolution (an
-                                                    epbench.flops op tuple) with torch
+                                                    epbench.core.flops op tuple) with torch
     memory_stats(device, *, reset=False)            the CUDA caching allocator's statistics
     profile_summary(fn, *, device, folder)          torch.profiler's per-op table of `fn()`
 

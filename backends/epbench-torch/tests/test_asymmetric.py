@@ -14,9 +14,9 @@ import torch
 from epbench_torch import TorchBackend
 from epbench_torch.asymmetric import TorchAsymmetricNetwork
 
-from epbench.errors import BackendError
-from epbench.params import feedback_angles_deg, init_params, learning_rates, param_shapes
-from epbench.spec import ConvSpec, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import feedback_angles_deg, init_params, learning_rates, param_shapes
+from epbench.core.spec import ConvSpec, ModelSpec
 
 P = ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="tanh")
 EB = ModelSpec(setting="EB", inputs=5, sizes=(10, 12), input_to=(0, 1), epsilon=0.2)

@@ -7,11 +7,11 @@ import pytest
 import torch
 from epbench_torch import TorchBackend
 
-from epbench.errors import BackendError
-from epbench.params import init_params
-from epbench.protocols import Backend, Network
-from epbench.registry import Registry
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params
+from epbench.core.protocols import Backend, Network
+from epbench.core.spec import ModelSpec
+from epbench.plugins.registry import Registry
 
 TOY = ModelSpec(setting="EB", inputs=5, sizes=(10, 50), input_to=(0, 1), epsilon=0.08)
 

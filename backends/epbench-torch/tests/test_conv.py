@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from epbench_torch import TorchBackend
 
-from epbench.errors import BackendError
-from epbench.params import init_params, param_shapes, state_shapes
-from epbench.spec import ConvSpec, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params, param_shapes, state_shapes
+from epbench.core.spec import ConvSpec, ModelSpec
 
 
 def conv_model(

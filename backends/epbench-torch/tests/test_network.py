@@ -11,8 +11,8 @@ import pytest
 import torch
 from epbench_torch import TorchBackend
 
-from epbench.params import init_params, param_shapes
-from epbench.spec import ModelSpec
+from epbench.core.params import init_params, param_shapes
+from epbench.core.spec import ModelSpec
 
 # A small layered net with 2 hidden layers, the input feeding the output and the last layer.
 EB = ModelSpec(setting="EB", inputs=4, sizes=(3, 6, 5), input_to=(0, 2), epsilon=0.2)

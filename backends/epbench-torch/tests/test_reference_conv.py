@@ -10,9 +10,9 @@ import pytest
 from epbench_torch import TorchBackend
 from epbench_torch.reference_conv import ReferenceConvNetwork
 
-from epbench.errors import BackendError
-from epbench.params import init_params, param_shapes
-from epbench.spec import ConvSpec, ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import init_params, param_shapes
+from epbench.core.spec import ConvSpec, ModelSpec
 
 
 def conv_model(conv: ConvSpec, outputs: int, **extra) -> ModelSpec:

@@ -7,8 +7,8 @@ import pytest
 from epbench_torch import TorchBackend
 from epbench_torch.rtrl import TorchRtrlNetwork
 
-from epbench.params import init_params
-from epbench.spec import ModelSpec
+from epbench.core.params import init_params
+from epbench.core.spec import ModelSpec
 
 MODELS = {
     "toy": (ModelSpec(setting="EB", inputs=5, sizes=(10, 50), input_to=(0, 1), epsilon=0.08), 1),

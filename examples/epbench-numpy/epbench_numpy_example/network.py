@@ -1,6 +1,6 @@
 """A pure-numpy backend for the prototypical (P) setting of PAPER.md §3, written to be read.
 
-This is the example third-party backend: it implements `epbench.protocols.Backend` and `Network`
+This is the example third-party backend: it implements `epbench.core.protocols.Backend` and `Network`
 with nothing but numpy, small and slow, so a plugin author can see every piece in one page.
 
 Model (PAPER.md §3, "Prototypical setting"); rows are examples, layer 0 is the output layer:
@@ -11,7 +11,7 @@ Model (PAPER.md §3, "Prototypical setting"); rows are examples, layer 0 is the 
 
     Φ = Σ_n sⁿᵀ W{n}_{n+1} sⁿ⁺¹ + Σ_{n ∈ input} sⁿᵀ W{n}_x x + Σ_n b_nᵀ sⁿ     (so hⁿ = ∂Φ/∂sⁿ)
 
-Native types: parameters are a dict of numpy arrays under the canonical names (`epbench.params`);
+Native types: parameters are a dict of numpy arrays under the canonical names (`epbench.core.params`);
 states are a list of arrays `[s⁰, …, sᴺ]`, each (B, sizes[n]).
 """
 
@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from epbench.errors import BackendError
-from epbench.params import param_shapes
-from epbench.spec import ModelSpec
+from epbench.core.errors import BackendError
+from epbench.core.params import param_shapes
+from epbench.core.spec import ModelSpec
 
 Array = np.ndarray
 States = list[Array]
@@ -47,7 +47,7 @@ def activation(name: str) -> tuple[Callable[[Array], Array], Callable[[Array], A
 
 
 class NumpyNetwork:
-    """One P-setting model for one dtype on the CPU (see `epbench.protocols.Network`)."""
+    """One P-setting model for one dtype on the CPU (see `epbench.core.protocols.Network`)."""
 
     def __init__(self, model: ModelSpec, *, dtype: str, device: str) -> None:
         self.model = model
@@ -315,9 +315,11 @@ class NumpyNetwork:
 
 
 class NumpyBackend:
-    """The `numpy-example` backend (see `epbench.protocols.Backend`): P setting, CPU only."""
+    """The `numpy-example` backend (see `epbench.core.protocols.Backend`): P setting, CPU only."""
 
     name = "numpy-example"
+    # The ModelSpec fields this backend understands; a cell setting any other is a skip.
+    model_fields = frozenset({"setting", "inputs", "sizes", "input_to", "activation"})
 
     def versions(self) -> dict[str, str]:
         return {"numpy": np.__version__}
@@ -327,7 +329,7 @@ class NumpyBackend:
             raise BackendError(f"numpy-example: expected device 'cpu', found {device!r}")
         return platform.processor() or "CPU"
 
-    def unsupported(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
+    def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
         """Why this backend cannot build the combination (epbench records a skip), or None."""
         if model.setting != "P":
             return f"numpy-example implements the P setting only, not {model.setting!r}"
@@ -346,7 +348,7 @@ class NumpyBackend:
         return None
 
     def build(self, model: ModelSpec, *, dtype: str, device: str) -> NumpyNetwork:
-        reason = self.unsupported(model, dtype=dtype, device=device)
+        reason = self.supports(model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
         return NumpyNetwork(model, dtype=dtype, device=device)

@@ -1,0 +1,653 @@
+"""Task files: TOML read into frozen `TaskSpec`s, validated with one-line messages.
+
+A task file holds a base configuration (`[model]`, `[dynamics]`, `[data]`, `[train]`, plus
+`description`, `measure`, `dtype`), presets (`[presets.NAME]`, overrides of the base) and variants
+(`[variants.AXIS.VALUE]`, overrides that may hold their own `presets.NAME`). A cell is resolved by
+deep-merging, later wins: base ← base preset ← variant ← variant preset ← `--set` overrides.
+Cells are named `task[axis=value]`; a bare task name expands to all its variants.
+See tasks/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import hashlib
+import itertools
+import json
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from epbench.core.errors import TaskError, UnknownNameError
+from epbench.core.spec import (
+    ACTIVATIONS,
+    DATA_SOURCES,
+    DTYPES,
+    ESTIMATORS,
+    FEEDBACK,
+    MEASUREMENTS,
+    NUDGES,
+    SETTINGS,
+    ConvSpec,
+    DataSpec,
+    DynamicsSpec,
+    ModelSpec,
+    TaskSpec,
+    TrainSpec,
+)
+
+DEFAULT_PRESET = "paper"
+_SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<sel>[^\]]*)\])?$")
+_MISSING = object()
+
+# field → (kind, required); kind is used both to check and to describe what is expected.
+_SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
+    "model": {
+        "setting": ("setting", True),
+        "inputs": ("positive integer", True),
+        "sizes": ("list of positive integers", True),
+        "input_to": ("list of layer indices", False),
+        "activation": ("activation", True),
+        "epsilon": ("positive number", False),
+        "clamp": ("boolean", False),
+        "conv": ("conv table", False),
+        "feedback_angle": ("angle in degrees", False),
+    },
+    "dynamics": {
+        "T": ("positive integer", True),
+        "K": ("positive integer", True),
+        "beta": ("non-zero number", True),
+        "estimator": ("estimator", False),
+        "betas": ("β grid", False),
+        "nudge": ("nudge", False),
+    },
+    "data": {
+        "source": ("data source", True),
+        "batch": ("positive integer", False),
+        "index": ("non-negative integer", False),
+        "subset": ("non-negative integer", False),
+    },
+    "train": {
+        "epochs": ("positive integer", False),
+        "lrs": ("list of positive numbers", False),
+        "test_batch": ("positive integer", False),
+        "feedback": ("feedback", False),
+    },
+}
+_TOP = {
+    "description",
+    "measure",
+    "dtype",
+    "presets",
+    "variants",
+    "select",
+    "overrides",
+    *_SCHEMA,
+}
+# Alternative spellings accepted in task files and --set, renamed before merging (later wins).
+_ALIASES = {"data": {"name": "source"}}
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` updated by `over`, recursively for nested tables (neither input is modified)."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def canonical(table: Mapping[str, Any], where: str = "task") -> dict[str, Any]:
+    """`table` with alias fields renamed (`data.name` → `data.source`), so that a later layer's
+    `data.name` overrides an earlier layer's `data.source`; both in one layer must agree."""
+    out = dict(table)
+    for section, names in _ALIASES.items():
+        if not isinstance(out.get(section), Mapping):
+            continue
+        fields = dict(out[section])
+        for alias, name in names.items():
+            if alias not in fields:
+                continue
+            value = fields.pop(alias)
+            if name in fields and fields[name] != value:
+                raise TaskError(
+                    where, f"{section}.{alias}", f"the same value as {section}.{name}", value
+                )
+            fields[name] = value
+        out[section] = fields
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """`"dynamics.T=100"` → `{"dynamics": {"T": 100}}`; the value is TOML (else a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise TaskError("--set", text, "key=value with a dotted key such as dynamics.T=100", text)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def read_task_file(path: Path) -> dict[str, Any]:
+    """Parse a task file; a syntax error is a one-line TaskError naming the file."""
+    try:
+        with open(path, "rb") as handle:
+            raw = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as err:
+        raise TaskError(str(path), "file", "valid TOML", str(err)) from None
+    except OSError as err:
+        raise TaskError(str(path), "file", "a readable task file", err.strerror) from None
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise TaskError(str(path), unknown[0], f"one of {sorted(_TOP)}", "an unknown field")
+    return raw
+
+
+def _axes(raw: Mapping[str, Any], where: str) -> dict[str, dict[str, dict[str, Any]]]:
+    variants = raw.get("variants", {})
+    if not isinstance(variants, Mapping) or not all(
+        isinstance(values, Mapping) and all(isinstance(v, Mapping) for v in values.values())
+        for values in variants.values()
+    ):
+        raise TaskError(where, "variants", "tables [variants.AXIS.VALUE]", variants)
+    return {axis: dict(values) for axis, values in variants.items()}
+
+
+def _presets_of(table: Mapping[str, Any]) -> dict[str, Any]:
+    presets = table.get("presets", {})
+    return dict(presets) if isinstance(presets, Mapping) else {}
+
+
+def preset_names(raw: Mapping[str, Any]) -> list[str]:
+    """Presets a task file defines, at the top or inside any variant."""
+    names = set(_presets_of(raw))
+    for values in raw.get("variants", {}).values():
+        for table in values.values():
+            names |= set(_presets_of(table))
+    return sorted(names | {DEFAULT_PRESET})
+
+
+def variant_names(raw: Mapping[str, Any], where: str = "task") -> list[tuple[tuple[str, str], ...]]:
+    """Every combination of axis values, as ((axis, value), …) tuples; [()] without variants."""
+    axes = _axes(raw, where)
+    if not axes:
+        return [()]
+    return [
+        tuple(zip(axes, combo, strict=True))
+        for combo in itertools.product(*(list(values) for values in axes.values()))
+    ]
+
+
+def cell_name(task: str, variant: tuple[tuple[str, str], ...]) -> str:
+    return task + ("[" + ",".join(f"{a}={v}" for a, v in variant) + "]" if variant else "")
+
+
+def parse_selector(text: str) -> tuple[str, dict[str, str]]:
+    """`"mnist-fc[model=P-1h]"` → ("mnist-fc", {"model": "P-1h"})."""
+    match = _SELECTOR.match(text.strip())
+    if match is None:
+        raise TaskError("command line", "task", "NAME or NAME[axis=value,…]", text)
+    selection: dict[str, str] = {}
+    for part in filter(None, (match["sel"] or "").split(",")):
+        axis, sep, value = part.partition("=")
+        if not sep:
+            raise TaskError("command line", text, "axis=value inside the brackets", part)
+        selection[axis.strip()] = value.strip()
+    return match["name"], selection
+
+
+def parse_sweep(text: str) -> tuple[str, dict[str, dict[str, Any]]]:
+    """`"dynamics.estimator=positive,symmetric"` → ("estimator", {"positive": {"dynamics":
+    {"estimator": "positive"}}, …}): a variant axis named after the last key part, one value per
+    comma-separated item (each TOML, else a string, as in `parse_override`)."""
+    key, sep, raw = text.partition("=")
+    items = [item.strip() for item in raw.split(",")]
+    if not sep or not key.strip() or not all(items) or len(set(items)) != len(items):
+        raise TaskError(
+            "--sweep",
+            text,
+            "KEY=V1,V2,… with a dotted key and distinct values, e.g. "
+            "dynamics.estimator=positive,symmetric",
+            text,
+        )
+    return key.strip().split(".")[-1], {v: parse_override(f"{key}={v}") for v in items}
+
+
+def _selected(raw: Mapping[str, Any], where: str) -> dict[str, str]:
+    """The task's `select` table: the value a bare task name runs for some axes."""
+    select = raw.get("select", {})
+    if not isinstance(select, Mapping) or not all(isinstance(v, str) for v in select.values()):
+        raise TaskError(where, "select", 'a table of axis = "value"', select)
+    return dict(select)
+
+
+def resolve(
+    path: Path,
+    *,
+    name: str | None = None,
+    selection: Mapping[str, str] | None = None,
+    preset: str = DEFAULT_PRESET,
+    overrides: Iterable[str] = (),
+    sweeps: Iterable[str] = (),
+) -> list[TaskSpec]:
+    """The validated cells of one task file for one preset (all variants matching `selection`).
+
+    The task's `select` table fills in the axes `selection` leaves out; a selection value may
+    hold `*` wildcards (`model=P-*`; `*` alone takes every value of its axis). Each `sweeps` item
+    (`parse_sweep`) adds a variant axis applied after the `--set` `overrides`: every cell runs
+    once per value, named `task[…,axis=value]`. A cell whose configuration has an
+    `overrides.MEASURE` table gives one spec per such measurement (`split_measures`), all under
+    the cell's name; `--set` and `--sweep` apply to each of them after that table.
+    """
+    path = Path(path)
+    name = name or path.stem
+    where = str(path)
+    raw = read_task_file(path)
+    if preset not in preset_names(raw):
+        raise UnknownNameError(f"preset of task {name!r}", preset, preset_names(raw))
+    axes = _axes(raw, where)
+    swept = dict(parse_sweep(text) for text in sweeps)
+    for axis in swept:
+        if axis in axes:
+            raise TaskError("--sweep", axis, f"an axis not in task {name!r}", "a variant axis")
+    known = {**axes, **swept}
+    for axis, value in {**_selected(raw, where), **(selection or {})}.items():
+        if axis not in known:
+            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(known))
+        if not any(fnmatch.fnmatchcase(v, value) for v in known[axis]):
+            raise UnknownNameError(f"{axis} of task {name!r}", value, list(known[axis]))
+    selection = {**_selected(raw, where), **(selection or {})}
+    over = {}
+    for text in overrides:
+        over = deep_merge(over, canonical(parse_override(text), "--set"))
+    base = canonical(
+        {k: v for k, v in raw.items() if k not in ("presets", "variants", "select")}, where
+    )
+    base = deep_merge(base, canonical(_presets_of(raw).get(preset, {}), where))
+    sweep_cells = [
+        tuple(zip(swept, combo, strict=True))
+        for combo in itertools.product(*(list(values) for values in swept.values()))
+    ]
+    cells = []
+    for variant in (v + s for v in variant_names(raw, where) for s in sweep_cells):
+        if not all(fnmatch.fnmatchcase(dict(variant)[a], v) for a, v in selection.items()):
+            continue
+        config = base
+        for axis, value in variant:
+            if axis in swept:
+                continue
+            table = axes[axis][value]
+            config = deep_merge(
+                config, canonical({k: v for k, v in table.items() if k != "presets"}, where)
+            )
+            config = deep_merge(config, canonical(_presets_of(table).get(preset, {}), where))
+        config = deep_merge(config, over)
+        # --set and --sweep also win over the task's `overrides.MEASURE` tables
+        last = {k: v for k, v in over.items() if k != "overrides"}
+        for axis, value in variant:
+            if axis in swept:
+                last = deep_merge(last, canonical(swept[axis][value], "--sweep"))
+        config = deep_merge(config, last)
+        cell = cell_name(name, variant)
+        where_cell = f"{where} ({cell}, preset {preset})"
+        for part in split_measures(config, where_cell, last=last):
+            cells.append(
+                build_spec(
+                    part, name=name, cell=cell, preset=preset, variant=variant, where=where_cell
+                )
+            )
+    return cells
+
+
+_OVERRIDABLE = ("model", "dynamics", "data", "train", "dtype")
+
+
+def split_measures(
+    config: Mapping[str, Any], where: str, *, last: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """A resolved configuration → one configuration per group of measurements: those without an
+    `overrides.MEASURE` table share the configuration (without `overrides`); each measurement
+    with one gets the configuration merged with it and `measure = [MEASURE]` (a table for a
+    measurement the cell does not run is unused). So one cell can run, say, `gdu` with tanh and
+    `train` with sigm (tasks/depth-scaling.toml), and each record holds the configuration its
+    measurement actually ran. `last` (the `--set` and `--sweep`
+    changes) is merged into every configuration after its overrides."""
+    measure = config.get("measure", ["gdu"])
+    over = config.get("overrides", {})
+    plain = {k: v for k, v in config.items() if k != "overrides"}
+    if not over:
+        return [plain]
+    if not isinstance(over, Mapping) or not isinstance(measure, list):
+        raise TaskError(where, "overrides", "tables [overrides.MEASURE]", over)
+    for key, table in over.items():  # one for a measurement the cell does not run is unused
+        if key not in MEASUREMENTS:
+            raise TaskError(where, f"overrides.{key}", f"one of {', '.join(MEASUREMENTS)}", key)
+        if not isinstance(table, Mapping) or set(table) - set(_OVERRIDABLE):
+            raise TaskError(
+                where, f"overrides.{key}", f"a table of {', '.join(_OVERRIDABLE)}", table
+            )
+    shared = [m for m in measure if m not in over]
+    out = [{**plain, "measure": shared}] if shared else []
+    return out + [
+        {**deep_merge(deep_merge(plain, canonical(over[m], where)), last or {}), "measure": [m]}
+        for m in measure
+        if m in over
+    ]
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short SHA-256 of the resolved configuration (stable key order)."""
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check(where: str, field: str, kind: str, value: Any) -> Any:
+    """Validate one field value against its kind; return it normalised (tuples for lists)."""
+
+    def fail(expected: str) -> None:
+        raise TaskError(where, field, expected, value)
+
+    def is_int(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    def is_num(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    choices = {
+        "setting": SETTINGS,
+        "activation": ACTIVATIONS,
+        "estimator": ESTIMATORS,
+        "data source": DATA_SOURCES,
+        "feedback": FEEDBACK,
+        "nudge": NUDGES,
+    }
+    if kind in choices:
+        if value not in choices[kind]:
+            fail(f"one of {', '.join(choices[kind])}")
+        return value
+    if kind == "positive integer":
+        if not is_int(value) or value <= 0:
+            fail("a positive integer")
+    elif kind == "non-negative integer":
+        if not is_int(value) or value < 0:
+            fail("a non-negative integer")
+    elif kind == "positive number":
+        if not is_num(value) or value <= 0:
+            fail("a positive number")
+        return float(value)
+    elif kind == "non-zero number":
+        if not is_num(value) or value == 0:
+            fail("a non-zero number")
+        return float(value)
+    elif kind == "angle in degrees":
+        if not is_num(value) or not 0 <= value <= 180:
+            fail("an angle in degrees between 0 and 180")
+        return float(value)
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            fail("true or false")
+    elif kind == "list of positive integers":
+        if not isinstance(value, list) or not value or not all(is_int(v) and v > 0 for v in value):
+            fail("a list of positive integers")
+        return tuple(value)
+    elif kind == "list of layer indices":
+        if not isinstance(value, list) or not all(is_int(v) and v >= 0 for v in value):
+            fail("a list of layer indices (integers ≥ 0)")
+        return tuple(value)
+    elif kind == "β grid":
+        if (
+            not isinstance(value, list)
+            or len(value) == 1
+            or not all(is_num(v) and v > 0 for v in value)
+            or len(set(value)) != len(value)
+        ):
+            fail("a list of two or more distinct positive numbers (|β| values; [] = default)")
+        return tuple(float(v) for v in value)
+    elif kind == "list of positive numbers":
+        if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
+            fail("a list of positive numbers")
+        return tuple(float(v) for v in value)
+    elif kind == "conv table":
+        return _conv_table(where, field, value)
+    return value
+
+
+# [model.conv] (a ConvSpec): field → (kind, required), checked by `_check`.
+_CONV_SCHEMA: dict[str, tuple[str, bool]] = {
+    "input": ("list of positive integers", True),
+    "channels": ("list of positive integers", True),
+    "kernel": ("positive integer", False),
+    "padding": ("non-negative integer", False),
+    "pool": ("positive integer", False),
+}
+
+
+def _conv_table(where: str, field: str, value: Any) -> ConvSpec:
+    """`[model.conv]` → ConvSpec, each field checked; the geometry is checked by `_check_conv`."""
+    if not isinstance(value, Mapping):
+        raise TaskError(where, field, "a table [model.conv]", value)
+    unknown = sorted(set(value) - set(_CONV_SCHEMA))
+    if unknown:
+        raise TaskError(
+            where, f"{field}.{unknown[0]}", f"one of {', '.join(_CONV_SCHEMA)}", "an unknown field"
+        )
+    out = {}
+    for key, (kind, required) in _CONV_SCHEMA.items():
+        if key not in value:
+            if required:
+                raise TaskError(where, f"{field}.{key}", f"a {kind} (required)", _Nothing())
+            continue
+        out[key] = _check(where, f"{field}.{key}", kind, value[key])
+    if len(out["input"]) != 3:
+        raise TaskError(where, f"{field}.input", "[channels, height, width]", list(out["input"]))
+    return ConvSpec(**out)
+
+
+def _check_conv(model: ModelSpec, where: str) -> None:
+    """The geometry of a conv model fits (PAPER.md §3, P-conv): P setting, input into layer N
+    only, `inputs` = C·H·W, every kernel within its (padded) input, every pooling dividing its
+    conv output, `sizes` = `conv.sizes(outputs)`."""
+    conv = model.conv
+    assert conv is not None
+    if model.setting != "P":
+        raise TaskError(where, "model.setting", "P for a conv model (PAPER.md §3)", model.setting)
+    if model.input_to not in ((), (len(conv.channels),)):
+        raise TaskError(
+            where,
+            "model.input_to",
+            f"[] or [{len(conv.channels)}] (the input feeds the last conv layer only)",
+            list(model.input_to),
+        )
+    c, h, w = conv.input
+    if model.inputs != c * h * w:
+        raise TaskError(
+            where, "model.inputs", f"{c * h * w} (= {c}·{h}·{w}, model.conv.input)", model.inputs
+        )
+    if conv.padding >= conv.kernel:
+        raise TaskError(
+            where, "model.conv.padding", f"an integer < kernel (= {conv.kernel})", conv.padding
+        )
+    for i, channels in enumerate(conv.channels):
+        label = f"conv layer {i + 1} from the input ({channels} channels)"
+        ph, pw = h + 2 * conv.padding, w + 2 * conv.padding
+        if conv.kernel > min(ph, pw):
+            raise TaskError(
+                where,
+                "model.conv.kernel",
+                f"a kernel ≤ {min(ph, pw)}: the padded input of {label} is {ph}×{pw}",
+                conv.kernel,
+            )
+        oh, ow = ph - conv.kernel + 1, pw - conv.kernel + 1
+        if oh % conv.pool or ow % conv.pool:
+            raise TaskError(
+                where,
+                "model.conv.pool",
+                f"a pool size dividing the {oh}×{ow} output of {label}",
+                conv.pool,
+            )
+        h, w = oh // conv.pool, ow // conv.pool
+    want = conv.sizes(model.outputs)
+    if model.sizes != want:
+        raise TaskError(
+            where,
+            "model.sizes",
+            f"{list(want)} (the output, then C·H·W of conv layers 1 … {len(conv.channels)})",
+            list(model.sizes),
+        )
+
+
+def _section(config: Mapping[str, Any], section: str, where: str) -> dict[str, Any]:
+    table = config.get(section, {})
+    if not isinstance(table, Mapping):
+        raise TaskError(where, section, "a table", table)
+    schema = _SCHEMA[section]
+    unknown = sorted(set(table) - set(schema))
+    if unknown:
+        raise TaskError(
+            where, f"{section}.{unknown[0]}", f"one of {', '.join(schema)}", "an unknown field"
+        )
+    out = {}
+    for field, (kind, required) in schema.items():
+        if field not in table:
+            if required:
+                raise TaskError(where, f"{section}.{field}", f"a {kind} (required)", _Nothing())
+            continue
+        out[field] = _check(where, f"{section}.{field}", kind, table[field])
+    return out
+
+
+class _Nothing:
+    def __repr__(self) -> str:
+        return "nothing"
+
+
+def build_spec(
+    config: Mapping[str, Any],
+    *,
+    name: str,
+    cell: str,
+    preset: str,
+    variant: tuple[tuple[str, str], ...],
+    where: str,
+) -> TaskSpec:
+    """Validate a resolved configuration and turn it into a `TaskSpec`."""
+    model = ModelSpec(**_section(config, "model", where))
+    dynamics = DynamicsSpec(**_section(config, "dynamics", where))
+    data = DataSpec(**_section(config, "data", where))
+    train = TrainSpec(**_section(config, "train", where))
+    if model.conv is not None:
+        _check_conv(model, where)
+    depth = model.depth
+    if depth < 1:
+        raise TaskError(
+            where, "model.sizes", "at least two layers (output + ≥ 1 hidden)", list(model.sizes)
+        )
+    if any(n > depth for n in model.input_layers):
+        raise TaskError(
+            where, "model.input_to", f"layer indices between 0 and {depth}", list(model.input_to)
+        )
+    if model.feedback_angle is not None and model.conv is not None:
+        raise TaskError(
+            where,
+            "model.feedback_angle",
+            "no angle for a conv model (fully connected only)",
+            model.feedback_angle,
+        )
+    if train.feedback != "ep" and model.feedback_angle is None:
+        raise TaskError(
+            where,
+            "train.feedback",
+            '"ep" (the default) for a tied model; "frozen" needs model.feedback_angle',
+            train.feedback,
+        )
+    if model.setting == "P" and model.epsilon != 1.0:
+        raise TaskError(
+            where, "model.epsilon", "1.0 in the P setting (step 1, PAPER.md §3)", model.epsilon
+        )
+    if dynamics.K > dynamics.T:
+        raise TaskError(
+            where, "dynamics.K", f"an integer ≤ dynamics.T (= {dynamics.T})", dynamics.K
+        )
+    if data.source in ("mnist", "fashion-mnist") and (model.inputs, model.outputs) != (784, 10):
+        raise TaskError(
+            where,
+            "model",
+            f"inputs = 784 and sizes[0] = 10 for {data.source}",
+            {"inputs": model.inputs, "sizes[0]": model.outputs},
+        )
+    if train.lrs and len(train.lrs) != len(model.sizes):
+        raise TaskError(
+            where,
+            "train.lrs",
+            f"{len(model.sizes)} learning rates (one per layer, output first)",
+            list(train.lrs),
+        )
+    measure = config.get("measure", ["gdu"])
+    if not isinstance(measure, list) or not measure or any(m not in MEASUREMENTS for m in measure):
+        raise TaskError(where, "measure", f"a list of {', '.join(MEASUREMENTS)}", measure)
+    if dynamics.nudge == "unsaturated":
+        if measure != ["gdu"]:
+            raise TaskError(
+                where,
+                "dynamics.nudge",
+                '"output" unless the only measurement is gdu',
+                "unsaturated",
+            )
+        if model.activation != "hardsigm" and not model.clamp:
+            raise TaskError(
+                where,
+                "dynamics.nudge",
+                '"output" for a model whose output does not saturate (not hardsigm, no clamp)',
+                "unsaturated",
+            )
+    if "train" in measure:
+        if not train.lrs:
+            raise TaskError(
+                where,
+                "train.lrs",
+                f"{len(model.sizes)} learning rates (required by measure train)",
+                _Nothing(),
+            )
+        if data.source not in ("mnist", "fashion-mnist"):
+            raise TaskError(
+                where, "data.source", "mnist or fashion-mnist for measure train", data.source
+            )
+        if data.subset and data.subset < data.batch:
+            raise TaskError(
+                where, "data.subset", f"0 (all) or ≥ data.batch (= {data.batch})", data.subset
+            )
+    dtype = config.get("dtype", "float64")
+    if dtype not in DTYPES:
+        raise TaskError(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)
+    description = config.get("description", "")
+    if not isinstance(description, str):
+        raise TaskError(where, "description", "a string", description)
+    plain = {k: v for k, v in config.items() if k not in ("presets", "variants")}
+    return TaskSpec(
+        name=name,
+        cell=cell,
+        description=description,
+        preset=preset,
+        variant=variant,
+        measure=tuple(measure),
+        model=model,
+        dynamics=dynamics,
+        data=data,
+        train=train,
+        dtype=dtype,
+        source=where,
+        config=plain,
+    )

@@ -1,0 +1,392 @@
+"""The `speed` measurement: EP (one-sided and symmetric) against BPTT, one training step at a time.
+
+For one cell on one backend, at the cell's batch, T, K, β and learning rates (`train.lrs`; 0.01
+per layer when the task has none: the values do not change the cost), for every algorithm of
+ALGORITHMS — `ep` (one-sided, +|β|), `ep_symmetric` (±|β|) and `bptt` (truncated to the last K
+steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phase`, `synchronize`):
+
+    compile_seconds     a fresh network: build + load + the first training step (JIT compilation
+                        happens here), device synchronised; as `training.compile_seconds`
+    step_seconds        steady-state seconds per training step: the median of the first step
+                        after compilation and of one value per round; each round times the free
+                        phase and every algorithm in turn, n back-to-back calls each between two
+                        synchronised clock reads (n so that they last about REP_SECONDS), so that
+                        all see the machine in the same state (`time_rounds`); REPEATS − 1
+                        rounds, more with --repeat, fewer past BUDGET_SECONDS;
+                        `step_seconds_best`, `step_seconds_all` beside
+    samples_per_s       batch / step_seconds
+    phases              `free`: a free phase of T steps (`free_phase`, timed in the same rounds;
+                        with its call overhead: inputs put on the device, the residual read back);
+                        EP `nudged` = step − free (the nudged phase(s) and the update);
+                        BPTT `free` = free · (T − K) / T, `recorded_backward` = step − that free
+                        part, `backward` = step − free (the backward pass and the update beyond
+                        the forward cost of the last K steps). Each difference is taken within a
+                        round (step and free phase timed back to back), then the median, ≥ 0.
+    peak_memory_bytes   during the first steady step: the framework allocator's peak on a GPU (the
+                        backend's optional `memory_stats`; None when the allocator cannot reset
+                        its peak — jax — and that peak was reached before these steps), else
+                        the process's peak resident set (VmHWM, reset before the steps). For
+                        the memory of one step against K (a process per case) see
+                        epbench.measurements.memory.
+    flops               one training step's FLOPs (epbench.core.flops)
+    flop_bound_seconds  Σ count · seconds(op) of the same ops timed alone (epbench.measurements.peak), before
+                        and after the cell's steps, the faster of the two for each op
+    flop_fraction       flop_bound_seconds / step_seconds: the share of the FLOP-bound limit the
+                        step reaches on this machine (above 1 where the step runs its products
+                        faster than alone: tiny products whose call overhead a compiled phase
+                        fuses away, work the model counts that a backend skips, or a machine
+                        that ran slower through both timings of the ops than through the steps)
+    achieved_flops_per_s  flops / step_seconds
+
+The record also holds `metrics["throughput"]` (each op's measured time and source) and, where the
+backend re-creates the paper's reference implementation for the model (epbench.measurements.reference),
+`metrics["reference"]`: EP and BPTT steps of both, interleaved, with the speed-up of each. The
+throughput targets (`speed_report.TARGETS`, and `REFERENCE_TARGETS` for the speed-ups) are shown
+beside the numbers by `epbench run speed`.
+`profile_steps` runs some steps under cProfile and the backend's own profiler (`epbench profile`).
+
+Timed steps reuse one mini-batch (numpy, converted by the backend on every step as in training)
+and update the parameters as training does. Several cases share the machine with whatever else
+runs on it: the median of repetitions is reported, and the spread is kept in the record.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from epbench.core.errors import EpbenchError
+from epbench.core.flops import ALGORITHMS, phase_ops, total_flops, training_ops
+from epbench.core.params import init_params, learning_rates, param_shapes
+from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
+from epbench.core.protocols import Backend, Network
+from epbench.core.records import RecordWriter
+from epbench.core.spec import TaskSpec
+from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
+from epbench.measurements.reference import PAIRS, reference_of, time_against_reference
+from epbench.run.matrix import RunOptions, failed_record, measurement_record
+
+REPEATS = 3  # repetitions per algorithm (the first is a single step); --repeat raises it
+REP_SECONDS = 0.25  # target length of one repetition
+BUDGET_SECONDS = 3.0  # per algorithm: slow cases get fewer repetitions (at least two)
+MAX_STEPS = 200  # steps per repetition
+DEFAULT_LR = 0.01
+
+
+def lrs_of(spec: TaskSpec) -> dict[str, float]:
+    """The cell's per-parameter learning rates, or DEFAULT_LR for every parameter."""
+    if spec.train.lrs:
+        return learning_rates(spec.model, spec.train.lrs)
+    return dict.fromkeys(param_shapes(spec.model), DEFAULT_LR)
+
+
+def step_function(
+    net: Network, spec: TaskSpec, x: Any, y: Any, *, algorithm: str
+) -> Callable[[Any], tuple[Any, Any, Any]]:
+    """params → (params, loss, errors): one training step of `algorithm` at the cell's T, K, β."""
+    T, K, beta, lrs = spec.dynamics.T, spec.dynamics.K, abs(spec.dynamics.beta), lrs_of(spec)
+    if algorithm == "bptt":
+        return lambda p: net.bptt_step(p, x, y, free_steps=T, steps=K, lrs=lrs)
+    if algorithm not in ALGORITHMS:
+        raise EpbenchError(f"algorithm: expected one of {', '.join(ALGORITHMS)}, found {algorithm}")
+    symmetric = algorithm == "ep_symmetric"
+    return lambda p: net.ep_step(
+        p, x, y, free_steps=T, steps=K, beta=beta, lrs=lrs, symmetric=symmetric
+    )
+
+
+def run_steps(net: Network, step: Callable, params: Any, n: int) -> tuple[Any, float]:
+    """n back-to-back steps between two synchronised clock reads: (params, seconds)."""
+    net.synchronize()
+    start = time.perf_counter()
+    for _ in range(n):
+        params, _, _ = step(params)
+    net.synchronize()
+    return params, time.perf_counter() - start
+
+
+def calls_per_round(first: float) -> int:
+    """Calls per timed batch, so that it lasts about REP_SECONDS after a first call of `first` s."""
+    return int(min(MAX_STEPS, max(1, round(REP_SECONDS / max(first, 1e-9)))))
+
+
+def _memory(backend: Backend, device: str, *, reset: bool) -> dict[str, Any] | None:
+    """The backend's allocator statistics on a GPU (optional method), else None."""
+    method = getattr(backend, "memory_stats", None)
+    return method(device, reset=reset) if method is not None and device != "cpu" else None
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One thing a speed cell times: `run(n)` → seconds of n back-to-back calls, synchronised;
+    `first` the seconds of the first steady call; `info` what was measured while preparing it."""
+
+    run: Callable[[int], float]
+    first: float
+    info: dict[str, Any]
+
+
+def prepare_algorithm(
+    backend: Backend,
+    spec: TaskSpec,
+    params_np: dict[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    algorithm: str,
+    dtype: str,
+    device: str,
+) -> Timed:
+    """A fresh network of one algorithm, compiled, its first steady step timed alone with the peak
+    memory of that step: `info` = {compile_seconds, peak_memory_bytes, memory_source}."""
+    start = time.perf_counter()
+    net = backend.build(spec.model, dtype=dtype, device=device)
+    step = step_function(net, spec, x, y, algorithm=algorithm)
+    state = {"params": step(net.load(params_np))[0]}
+    net.synchronize()
+    compile_seconds = time.perf_counter() - start
+
+    def run(n: int) -> float:
+        state["params"], seconds = run_steps(net, step, state["params"], n)
+        return seconds
+
+    allocator = _memory(backend, device, reset=True)
+    reset_peak_memory()
+    first = run(1)
+    after = _memory(backend, device, reset=False) if allocator is not None else None
+    if after is None:
+        peak = peak_memory_bytes()
+    elif after["resettable"] or after["peak_bytes"] > allocator["peak_bytes"]:
+        peak = after["peak_bytes"]
+    else:  # jax cannot reset its peak: it was reached before this step, the step's is unknown
+        peak = None
+    info = {
+        "compile_seconds": compile_seconds,
+        "peak_memory_bytes": peak,
+        "memory_source": "allocator" if after else "process",
+    }
+    return Timed(run=run, first=first, info=info)
+
+
+def prepare_free_phase(
+    backend: Backend, spec: TaskSpec, params_np: dict[str, np.ndarray], x: np.ndarray, **like: str
+) -> Timed:
+    """One free phase of T steps (`free_phase`, which synchronises for its residual), its first
+    call (compilation) apart: `info` = {free_first_seconds}."""
+    net = backend.build(spec.model, **like)
+    params = net.load(params_np)
+    T = spec.dynamics.T
+
+    def run(n: int) -> float:
+        net.synchronize()
+        start = time.perf_counter()
+        for _ in range(n):
+            net.free_phase(params, x, steps=T)
+        return time.perf_counter() - start
+
+    compiled = run(1)
+    return Timed(run=run, first=run(1), info={"free_first_seconds": compiled})
+
+
+def time_rounds(
+    timed: dict[str, Timed], *, repeats: int
+) -> tuple[dict[str, list[float]], dict[str, int]]:
+    """Seconds per call of each timed thing — its `first`, then one value per round — and how many
+    calls were timed. A round runs every thing once in turn (n calls each, n from
+    `calls_per_round`), so each round sees the machine in one state for all of them: a shared
+    machine's speed drifts (by up to 2× within an hour on a small cloud machine), and ratios of
+    things timed minutes apart drift with it. REPEATS − 1 rounds (more with --repeat), fewer past
+    BUDGET_SECONDS per thing (at least one)."""
+    counts = {name: calls_per_round(t.first) for name, t in timed.items()}
+    rounds = max(1, repeats - 1)
+    one_round = sum(counts[name] * t.first for name, t in timed.items())
+    while rounds > 1 and rounds * one_round > BUDGET_SECONDS * len(timed):
+        rounds -= 1
+    per_call = {name: [t.first] for name, t in timed.items()}
+    for _ in range(rounds):
+        for name, t in timed.items():
+            per_call[name].append(t.run(counts[name]) / counts[name])
+    return per_call, {name: 1 + rounds * n for name, n in counts.items()}
+
+
+def step_summary(per_step: list[float], *, batch: int, calls: int) -> dict[str, Any]:
+    """Median, best and all per-step seconds of one algorithm (module doc)."""
+    step_seconds = statistics.median(per_step)
+    return {
+        "samples_per_s": batch / step_seconds,
+        "step_seconds": step_seconds,
+        "step_seconds_best": min(per_step),
+        "step_seconds_all": per_step,
+        "steps_timed": calls,
+    }
+
+
+def phases(algorithm: str, step: float, free: float, *, T: int, K: int) -> dict[str, float]:
+    """The phase breakdown of one step (module doc) from a step and a free phase timed together."""
+    if algorithm == "bptt":
+        early = free * (T - K) / T
+        return {
+            "free": early,
+            "recorded_backward": max(step - early, 0.0),
+            "backward": max(step - free, 0.0),
+        }
+    return {"free": free, "nudged": max(step - free, 0.0)}
+
+
+def paired_phases(
+    algorithm: str, steps: list[float], frees: list[float], *, T: int, K: int
+) -> dict[str, float]:
+    """`phases` of each round (step and free phase timed in the same round), then the median."""
+    rounds = [phases(algorithm, s, f, T=T, K=K) for s, f in zip(steps, frees, strict=True)]
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def run_speed(
+    spec: TaskSpec,
+    backend: Backend,
+    batch: tuple,
+    options: RunOptions,
+    writer: RecordWriter,
+    env: dict[str, Any],
+) -> dict[str, Any]:
+    """Measure one speed cell on one backend and return its record (not yet written):
+    `metrics["speed"][algorithm]` for each of ALGORITHMS (module doc), `metrics["phases"]` (the
+    free phase alone), `metrics["throughput"]` (the ops timed alone), `metrics["flops"]`."""
+    dtype = options.dtype or spec.dtype
+    record = measurement_record(spec, backend, options, env, measurement="speed")
+    if record.get("status") == "skipped":
+        return record
+    x, y = (np.asarray(a, dtype=dtype) for a in batch)
+    params_np = init_params(spec.model, seed=options.seed, dtype=dtype)
+    T, K, B = spec.dynamics.T, spec.dynamics.K, x.shape[0]
+    repeats = max(REPEATS, options.repeat)
+    started = time.perf_counter()
+    try:
+        counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
+        every: Counter = sum(counts.values(), Counter())
+        before = measure_ops(backend, every, dtype=dtype, device=options.device)
+        like = {"dtype": dtype, "device": options.device}
+        timed = {"free": prepare_free_phase(backend, spec, params_np, x, **like)}
+        for algorithm in ALGORITHMS:
+            timed[algorithm] = prepare_algorithm(
+                backend, spec, params_np, x, y, algorithm=algorithm, **like
+            )
+        per_call, calls = time_rounds(timed, repeats=repeats)
+        free = {"free_seconds": statistics.median(per_call["free"]), **timed["free"].info}
+        results = {
+            a: {**step_summary(per_call[a], batch=B, calls=calls[a]), **timed[a].info}
+            for a in ALGORITHMS
+        }
+        reference = reference_of(backend, spec, dtype=dtype, device=options.device)
+        against = None
+        if reference is not None:
+            against = time_against_reference(
+                backend,
+                reference,
+                spec,
+                params_np,
+                x,
+                y,
+                step_function=step_function,
+                dtype=dtype,
+                device=options.device,
+                pairs=max(PAIRS, options.repeat),
+            )
+        after = measure_ops(backend, every, dtype=dtype, device=options.device)
+        measured = fastest(before, after)
+    except EpbenchError:
+        raise
+    except Exception as err:  # a backend failure fails this cell only
+        return failed_record(record, err)
+    for algorithm, result in results.items():
+        step = result["step_seconds"]
+        bound = flop_bound_seconds(counts[algorithm], measured)
+        flops = total_flops(counts[algorithm])
+        by_phase = phase_ops(spec.model, batch=B, T=T, K=K, algorithm=algorithm)
+        result.update(
+            # paired per round, without the unpaired first calls
+            phases=paired_phases(
+                algorithm, per_call[algorithm][1:], per_call["free"][1:], T=T, K=K
+            ),
+            flops=flops,
+            flops_by_phase={name: total_flops(ops) for name, ops in by_phase.items()},
+            achieved_flops_per_s=flops / step,
+            flop_bound_seconds=bound,
+            flop_fraction=bound / step if bound is not None else None,
+        )
+    record["metrics"] = {
+        "speed": results,
+        "phases": free,
+        "throughput": {
+            "ops": [{"op": list(op), **values} for op, values in measured.items()],
+            "peak_flops_per_s": max(
+                (v["flops_per_s"] for v in measured.values() if v["flops_per_s"]), default=None
+            ),
+        },
+    }
+    if against is not None:
+        record["metrics"]["reference"] = against
+    record["timings"] = {"seconds": time.perf_counter() - started, "repeats": repeats}
+    peaks = [r["peak_memory_bytes"] for r in results.values() if r["peak_memory_bytes"]]
+    record["peak_memory_bytes"] = max(peaks, default=None)
+    return {**record, "status": "ok", "reason": None}
+
+
+def profile_steps(
+    spec: TaskSpec,
+    backend: Backend,
+    batch: tuple,
+    *,
+    algorithm: str,
+    steps: int,
+    dtype: str,
+    device: str,
+    seed: int,
+    folder: Path,
+    rows: int = 30,
+) -> dict[str, Any]:
+    """Where the time of `steps` training steps of `algorithm` goes: they run (after one warm-up
+    step) under cProfile — `folder`/<stem>.prof and the top `rows` functions by own time in
+    <stem>.txt — then once more under the backend's own profiler when it offers the optional
+    `profile_summary` (torch: per-op table; jax: a trace), written to the folder <stem>/.
+    Returns the paths, the seconds per step and both summaries."""
+    x, y = (np.asarray(a, dtype=dtype) for a in batch)
+    net = backend.build(spec.model, dtype=dtype, device=device)
+    step = step_function(net, spec, x, y, algorithm=algorithm)
+    params, _, _ = step(net.load(init_params(spec.model, seed=seed, dtype=dtype)))
+    net.synchronize()
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{spec.cell}_{backend.name}_{device}_{algorithm}".replace("[", "(").replace("]", ")")
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    params, _ = run_steps(net, step, params, steps)
+    profiler.disable()
+    seconds = (time.perf_counter() - start) / steps
+    profiler.dump_stats(folder / f"{stem}.prof")
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
+    (folder / f"{stem}.txt").write_text(text.getvalue(), encoding="utf-8")
+    own = getattr(backend, "profile_summary", None)
+    summary = None
+    if own is not None:
+        summary = own(
+            lambda: run_steps(net, step, params, steps), device=device, folder=folder / stem
+        )
+    return {
+        "cprofile": str(folder / f"{stem}.prof"),
+        "cprofile_text": str(folder / f"{stem}.txt"),
+        "cprofile_summary": text.getvalue(),
+        "backend_summary": summary,
+        "seconds_per_step": seconds,
+    }

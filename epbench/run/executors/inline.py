@@ -1,0 +1,34 @@
+"""The in-process executor: each cell runs in this process when submitted, one after the other.
+
+No isolation (a crash of the backend ends the run); exceptions, `EpbenchError` included, reach the
+caller unchanged. For library use, tests with in-process backends, and debugging (`pdb`).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from epbench.core.protocols import Backend
+from epbench.run.executors import CellJob, CellOutcome
+from epbench.run.executors.cell import clear_caches, execute
+
+
+class InlineExecutor:
+    name = "inline"
+    in_process = True
+    terminal = True
+
+    def slots(self) -> int:
+        return 1
+
+    def submit(self, job: CellJob, backend: Backend) -> Future[CellOutcome]:
+        """Run `job` on the given `backend` object now; the future is already done."""
+        future: Future[CellOutcome] = Future()
+        try:
+            future.set_result(CellOutcome(record=execute(job, backend)))
+        except Exception as err:  # the caller decides: EpbenchError stops the run
+            future.set_exception(err)
+        return future
+
+    def close(self) -> None:
+        clear_caches()
