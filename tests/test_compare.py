@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from epbench.cli.commands import main
+from epbench.cli import main
 from epbench.views.compare import compare_speed, regressions
 
 CASES = {("speed[model=P-1h]", "jax"): 0.004, ("speed[model=P-2h]", "torch"): 0.1}

@@ -15,10 +15,10 @@ import pytest
 from epbench.config.tasks import resolve, split_measures
 from epbench.core.errors import TaskError
 from epbench.core.metrics import arrival, signal_metrics
-from epbench.core.records import RecordWriter
+from epbench.measurements.inputs import load_batch
 from epbench.measurements.training import load_training_data
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, load_batch, run_measurement
+from epbench.run.matrix import RunOptions, run_measurement
 from epbench.views.pivot import depth_table, has_depths
 
 
@@ -114,7 +114,7 @@ def test_signal_reaches_layer_n_after_n_steps(backend_name: str, tmp_path: Path)
     batch = load_batch(spec, seed=0, dtype="float64", data_dir=None)
     backend = Registry().get_backend(backend_name)
     options = RunOptions(repeat=0)
-    record = run_measurement("gdu", spec, backend, batch, options, RecordWriter(tmp_path), {})
+    record = run_measurement("gdu", spec, backend, batch, options=options, folder=tmp_path, env={})
     assert record["status"] == "ok", record.get("reason")
     m = record["metrics"]
     assert m["residual"] < 1e-8  # at the fixed point
@@ -149,7 +149,7 @@ def test_symmetric_estimator_trains_depth_3(backend_name: str, tmp_path: Path) -
     data = load_training_data(spec, dtype=spec.dtype, data_dir=None)
     backend = Registry().get_backend(backend_name)
     options = RunOptions(quiet=True)
-    record = run_measurement("train", spec, backend, data, options, RecordWriter(tmp_path), {})
+    record = run_measurement("train", spec, backend, data, options=options, folder=tmp_path, env={})
     assert record["status"] == "ok", record.get("reason")
     assert record["symmetric"] is True and record["depth"] == 3
     ep, bptt = record["metrics"]["train"]["ep"], record["metrics"]["train"]["bptt"]

@@ -1,15 +1,16 @@
-"""GDU in the P setting (PAPER.md §3, where the theorem holds only approximately): mnist-fc P-1h at
+"""GDU in the P setting (docs/theory.md §3, where the theorem holds only approximately): mnist-fc P-1h at
 the paper's Fig. 3 configuration (tanh, β = 0.01, T = 150, K = 10, batch 20, the first MNIST
-training batch), float32, on every installed backend, through the runner as `epbench run` does."""
+training batch), float32, on every installed backend, through the matrix as `epbench run` does."""
 
 from __future__ import annotations
 
 import pytest
 
 from epbench.config.tasks import resolve
-from epbench.core.records import RecordWriter, environment
+from epbench.measurements.inputs import load_batch
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, load_batch, run_gdu
+from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.store import environment
 
 
 def test_p1h_paper_configuration(backend_name: str, mnist_available: None, tmp_path) -> None:
@@ -26,7 +27,9 @@ def test_p1h_paper_configuration(backend_name: str, mnist_available: None, tmp_p
         pytest.skip(backend.supports(spec.model, dtype="float32", device="cpu"))
     options = RunOptions(dtype="float32", repeat=0)
     batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
-    record = run_gdu(spec, backend, batch, options, RecordWriter(tmp_path), environment())
+    record = run_measurement(
+        "gdu", spec, backend, batch, options=options, folder=tmp_path, env=environment()
+    )
     assert record["status"] == "ok", record.get("reason")
     gdu = record["metrics"]["gdu"]
     for name in ("W0_1", "b0", "W1_x", "b1"):

@@ -1,4 +1,4 @@
-"""The metrics of PAPER.md §4 on hand-made series."""
+"""The metrics of docs/theory.md §4 on hand-made series."""
 
 from __future__ import annotations
 

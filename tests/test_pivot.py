@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from epbench.cli.commands import main
+from epbench.cli import main
 from epbench.config.tasks import parse_sweep, resolve
 from epbench.core.errors import EpbenchError, TaskError, UnknownNameError
 from epbench.plugins.registry import Registry

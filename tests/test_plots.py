@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.core.records import read_records
+from epbench.core.record import read_records
+from epbench.core.traces import load_traces
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_traces
 
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 needs_matplotlib = pytest.mark.skipif(
@@ -84,9 +84,9 @@ class Block(importlib.abc.MetaPathFinder):
         return None
 
 sys.meta_path.insert(0, Block())
-import epbench.cli.commands, epbench.cli.figures, epbench.views.plots, epbench.views.report
+import epbench.cli, epbench.cli.figures, epbench.views.plots, epbench.views.report
 assert "matplotlib" not in sys.modules
-sys.exit(epbench.cli.figures.main(sys.argv[1:]))
+sys.exit(epbench.cli.main(sys.argv[1:]))
 """
 
 
@@ -129,7 +129,7 @@ def check_png(path: Path) -> None:
 
 @needs_matplotlib
 def test_plot_writes_every_figure_the_records_support(results: Path, tmp_path: Path) -> None:
-    from epbench.cli.figures import main
+    from epbench.cli import main
 
     out = tmp_path / "figures"
     assert main(["plot", str(results), "--out", str(out)]) == 0
@@ -149,7 +149,7 @@ def test_plot_writes_every_figure_the_records_support(results: Path, tmp_path: P
 def test_gdu_curves_draw_ep_over_bptt_for_the_largest_components(results: Path) -> None:
     from epbench.views.plots import EP_ZORDER, gdu_curves, traces_path
 
-    records = {r["cell"]: r for r in read_records([results])}
+    records = {r.cell: r for r in read_records([results])}
     for cell, layers in (("toy", 2), ("sweep[case=c]", 3)):
         record = records[cell]
         traces = load_traces(traces_path(record))
@@ -213,10 +213,10 @@ def test_depth_curves_from_the_sweep_and_angle_curves_from_documented_records(
     records = read_records([results])
     plots = {p.name: p for p in figures(records)[0]}
     (ax,) = plots["depth-curves"].figure.axes
-    by = {r["cell"]: r for r in records}
+    by = {r.cell: r for r in records}
 
     def mean_rmse(cell: str, states: bool) -> float:
-        gdu = by[cell]["metrics"]["gdu"]
+        gdu = by[cell].metrics["gdu"]
         return np.mean([m["rmse"] for n, m in gdu.items() if n.startswith("s") == states])
 
     lines = {c.get_label().rsplit(" · ", 1)[1]: c.lines[0] for c in ax.containers}
@@ -255,7 +255,7 @@ def test_depth_curves_from_the_sweep_and_angle_curves_from_documented_records(
 def test_report_page_links_resolve_and_images_are_valid(results: Path, tmp_path: Path) -> None:
     from epbench.views.report import write_report
 
-    chosen = [r for r in read_records([results]) if r["cell"] in ("toy", "sweep[case=c]")]
+    chosen = [r for r in read_records([results]) if r.cell in ("toy", "sweep[case=c]")]
     written = write_report(chosen, out=tmp_path / "report")
     markdown = written["markdown"].read_text()
     page = written["html"].read_text()
@@ -348,14 +348,14 @@ def test_learning_curves_memory_and_speed_from_training_records(tmp_path: Path) 
 def test_learning_curves_of_a_real_training_run(mnist_available: None, tmp_path: Path) -> None:
     if "torch" not in Registry().get_backends():
         pytest.skip("the torch backend is not installed")
-    from epbench.cli.figures import main
+    from epbench.cli import main
 
     task = tmp_path / "tiny-train.toml"
     task.write_text(TRAIN)
     proc = run("run", str(task), "--backend", "torch", "--seeds", "0,1", "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     records = read_records([tmp_path])
-    assert [r["measurement"] for r in records] == ["train", "train"]
+    assert [r.measurement for r in records] == ["train", "train"]
     out = tmp_path / "figures"
     assert main(["plot", str(tmp_path), "--out", str(out), "--format", "png"]) == 0
     assert {"learning-curves.png", "samples-per-s.png"} <= {p.name for p in out.iterdir()}
@@ -364,13 +364,13 @@ def test_learning_curves_of_a_real_training_run(mnist_available: None, tmp_path:
 
     (train_ax, _) = learning_curves(records).figure.axes
     (ep,) = [line for line in train_ax.lines if line.get_gid() == "ep"]
-    mean = np.mean([r["metrics"]["train"]["ep"]["train_error"] for r in records], axis=0)
+    mean = np.mean([r.metrics["train"]["ep"]["train_error"] for r in records], axis=0)
     np.testing.assert_allclose(ep.get_ydata(), mean)
 
 
 @needs_matplotlib
 def test_plot_with_nothing_to_draw_exits_2(tmp_path: Path, capsys) -> None:
-    from epbench.cli.figures import main
+    from epbench.cli import main
 
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"schema": 1, "status": "skipped", "cell": "toy"}) + "\n")

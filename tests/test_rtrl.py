@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 
 from epbench.config.tasks import resolve
-from epbench.core.records import RecordWriter
-from epbench.core.spec import MEASUREMENTS
-from epbench.measurements.rtrl import METHODS, rtrl_table
+from epbench.measurements.inputs import load_batch
+from epbench.measurements.rtrl import METHODS
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
+from epbench.run.matrix import RunOptions, run_measurement
+from epbench.views.rtrl import rtrl_table
 
 
 def test_rtrl_task_resolves() -> None:
-    assert "rtrl" in MEASUREMENTS and "rtrl" in BATCH_MEASUREMENTS
+    assert Registry().get_measurement("rtrl").inputs == "batch"
     cells = resolve(Registry().get_task_path("rtrl"), preset="paper")
     assert [c.cell for c in cells] == ["rtrl[model=toy]", "rtrl[model=P-20-30-10]"]
     toy, small = cells
@@ -38,7 +38,7 @@ def test_rtrl_measurement_matches_bptt(backend_name: str, tmp_path: Path) -> Non
     )
     batch = load_batch(spec, seed=0, dtype="float64", data_dir=None)
     options = RunOptions(seed=0, repeat=1)
-    record = run_measurement("rtrl", spec, backend, batch, options, RecordWriter(tmp_path), {})
+    record = run_measurement("rtrl", spec, backend, batch, options=options, folder=tmp_path, env={})
     assert record["status"] == "ok", record.get("reason")
     assert record["measurement"] == "rtrl"
     found = record["metrics"]["rtrl"]
@@ -64,7 +64,7 @@ def test_rtrl_skips_large_models_and_networks_without_it(tmp_path: Path) -> None
         overrides=["model.inputs=784", "model.sizes=[10, 512]", "data.batch=20"],
     )
     batch = load_batch(big, seed=0, dtype="float64", data_dir=None)
-    record = run_measurement("rtrl", big, backend, batch, options, RecordWriter(tmp_path), {})
+    record = run_measurement("rtrl", big, backend, batch, options=options, folder=tmp_path, env={})
     assert record["status"] == "skipped" and "sensitivities" in record["reason"]
     conv = {
         "input": [1, 8, 8],
@@ -86,6 +86,6 @@ def test_rtrl_skips_large_models_and_networks_without_it(tmp_path: Path) -> None
     )
     batch = load_batch(small_conv, seed=0, dtype="float64", data_dir=None)
     record = run_measurement(
-        "rtrl", small_conv, backend, batch, options, RecordWriter(tmp_path), {}
+        "rtrl", small_conv, backend, batch, options=options, folder=tmp_path, env={}
     )
     assert record["status"] == "skipped" and "no rtrl_gradient" in record["reason"]

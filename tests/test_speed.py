@@ -15,18 +15,20 @@ from pathlib import Path
 
 import pytest
 
-from epbench.cli.commands import main
+from epbench.cli import main
 from epbench.config.builtin_tasks import task_folder
 from epbench.config.tasks import resolve
 from epbench.core.flops import op_flops, phase_ops, step_ops, total_flops, training_ops
-from epbench.core.records import RecordWriter, environment, read_records
+from epbench.core.record import read_records
 from epbench.core.spec import ConvSpec, ModelSpec
+from epbench.measurements.inputs import load_batch
 from epbench.measurements.memory import sweep
 from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
 from epbench.measurements.speed import Timed, paired_phases, time_rounds
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, load_batch, run_measurement
-from epbench.views.speed_tables import TARGETS, memory_table, speed_table
+from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.store import RecordWriter, environment
+from epbench.views.speed_tables import memory_table, speed_table
 
 SPEED = task_folder() / "speed.toml"
 ALGORITHMS = ("ep", "ep_symmetric", "bptt")
@@ -170,7 +172,15 @@ def test_speed_record_of_the_toy_cell(torch_backend, tmp_path: Path) -> None:
     options = RunOptions(device="cpu", seed=0)
     batch = load_batch(spec, seed=0, dtype=spec.dtype, data_dir=None)
     writer = RecordWriter(tmp_path)
-    record = run_measurement("speed", spec, torch_backend, batch, options, writer, environment())
+    record = run_measurement(
+        "speed",
+        spec,
+        torch_backend,
+        batch,
+        options=options,
+        folder=writer.folder,
+        env=environment(),
+    )
     assert record["status"] == "ok", record.get("reason")
     assert record["measurement"] == "speed" and record["dtype"] == "float64"
     speed = record["metrics"]["speed"]
@@ -227,7 +237,7 @@ def test_example_backend_without_optional_methods_is_measured(example_backend) -
     spec = cell("P-1h", "dynamics.T=6", "dynamics.K=2", "model.sizes=[10, 32]")
     batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
     record = run_measurement(
-        "speed", spec, example_backend, batch, RunOptions(), RecordWriter(Path("unused")), {}
+        "speed", spec, example_backend, batch, options=RunOptions(), folder=Path("unused"), env={}
     )
     assert record["status"] == "ok", record.get("reason")
     assert {op["source"] for op in record["metrics"]["throughput"]["ops"]} == {"numpy"}
@@ -240,7 +250,7 @@ def test_p_conv_is_timed_against_the_reference_re_creation(torch_backend) -> Non
     spec = cell("P-conv", "dynamics.T=4", "dynamics.K=2")
     batch = load_batch(spec, seed=0, dtype="float32", data_dir=None)
     record = run_measurement(
-        "speed", spec, torch_backend, batch, RunOptions(), RecordWriter(Path("unused")), {}
+        "speed", spec, torch_backend, batch, options=RunOptions(), folder=Path("unused"), env={}
     )
     assert record["status"] == "ok", record.get("reason")
     against = record["metrics"]["reference"]
@@ -251,21 +261,19 @@ def test_p_conv_is_timed_against_the_reference_re_creation(torch_backend) -> Non
         assert m["reference_samples_per_s"] > 0 and m["samples_per_s"] > 0
     table = speed_table([record])
     assert "× reference" in table and f"{against['bptt']['speedup']:.2f}×" in table
-    assert "≥1.5" not in table  # the speed-up targets hold at the paper preset only
-    paper = speed_table([{**record, "preset": "paper"}])
-    assert paper.count("≥1.5") == 2
+    assert "≥" not in table and "✓" not in table  # ratios measured in the run, no targets
 
 
 def test_models_without_a_re_creation_have_no_reference_timing(torch_backend) -> None:
     spec = cell("toy", "dynamics.T=20", "dynamics.K=4")
     batch = load_batch(spec, seed=0, dtype=spec.dtype, data_dir=None)
     record = run_measurement(
-        "speed", spec, torch_backend, batch, RunOptions(), RecordWriter(Path("unused")), {}
+        "speed", spec, torch_backend, batch, options=RunOptions(), folder=Path("unused"), env={}
     )
     assert record["status"] == "ok" and "reference" not in record["metrics"]
 
 
-def test_targets_are_shown_for_the_paper_preset_only() -> None:
+def test_speed_tables_show_same_run_ratios_and_no_targets() -> None:
     m = {
         "samples_per_s": 30_000.0,
         "step_seconds": 20 / 30_000,
@@ -285,13 +293,16 @@ def test_targets_are_shown_for_the_paper_preset_only() -> None:
         "dtype": "float32",
         "preset": "paper",
         "status": "ok",
-        "metrics": {"speed": {"ep": m, "bptt": {**m, "samples_per_s": 100.0}}},
+        "metrics": {"speed": {"ep": m, "bptt": {**m, "step_seconds": 4 * m["step_seconds"]}}},
     }
     table = speed_table([record])
-    assert f"{TARGETS[('P-1h', 'ep')]:,} ✓" in table
-    assert f"{TARGETS[('P-1h', 'bptt')]:,} ✗" in table
-    assert "✓" not in speed_table([{**record, "preset": "quick"}])
-    assert "5,000 ✓" in speed_table([{**record, "backend": "torch"}])  # torch's own target
+    assert "target" not in table and "✓" not in table and "✗" not in table
+    (ep_row,) = [line for line in table.splitlines() if "| EP " in line]
+    cells = [c.strip() for c in ep_row.strip("|").split("|")]
+    headers = [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+    assert cells[headers.index("time / BPTT")] == "0.25"  # EP's step over BPTT's, same run
+    assert cells[headers.index("% bound")] == "50"
+    assert speed_table([{**record, "backend": "torch"}]).count("0.25") == 1  # no backend's own
 
 
 def test_cli_run_speed_prints_the_table_and_compare_passes_on_itself(

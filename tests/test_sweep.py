@@ -12,10 +12,10 @@ import pytest
 
 from epbench.config.tasks import resolve
 from epbench.core.errors import TaskError
-from epbench.core.records import RecordWriter
 from epbench.measurements.beta_sweep import DEFAULT_BETAS, betas_of, fit_slope, sweep_error
+from epbench.measurements.inputs import load_batch
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import BATCH_MEASUREMENTS, RunOptions, load_batch, run_measurement
+from epbench.run.matrix import RunOptions, run_measurement
 from epbench.views.tables import format_record, overview
 
 GRID = "dynamics.betas=[0.001, 0.01, 0.1]"
@@ -44,7 +44,7 @@ def test_grid_comes_from_the_task_or_the_default() -> None:
     assert betas_of(spec) == [0.001, 0.01, 0.1]
     spec = resolve(path, preset="quick", overrides=["dynamics.betas=[]"])[0]
     assert betas_of(spec) == sorted(DEFAULT_BETAS)
-    assert "beta-sweep" in BATCH_MEASUREMENTS
+    assert Registry().get_measurement("beta-sweep").inputs == "batch"
 
 
 @pytest.mark.parametrize("grid", ["[0.01]", "[0.01, 0.01]", "[0.01, -0.1]", "0.01", "[0.01, true]"])
@@ -70,7 +70,7 @@ def test_beta_sweep_slopes_on_the_toy_model(backend_name: str, tmp_path: Path) -
     batch = load_batch(spec, seed=0, dtype="float64", data_dir=None)
     backend = registry.get_backend(backend_name)
     record = run_measurement(
-        "beta-sweep", spec, backend, batch, RunOptions(), RecordWriter(tmp_path), {}
+        "beta-sweep", spec, backend, batch, options=RunOptions(), folder=tmp_path, env={}
     )
     assert record["status"] == "ok", record.get("reason")
     assert record["measurement"] == "beta-sweep" and record["depth"] == 1

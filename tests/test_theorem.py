@@ -1,4 +1,4 @@
-"""The GDU theorem (PAPER.md §2) as tests, on every installed backend.
+"""The GDU theorem (docs/theory.md §2) as tests, on every installed backend.
 
 Toy model and mnist-fc EB-1h, float64, tanh, no clamping, first phase at its fixed point
 (residual ≤ 1e-10): ΔEP(β, t) → −∇BPTT(t) with error ≤ 1e-3 at β = 1e-4, shrinking linearly in β

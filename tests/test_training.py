@@ -15,11 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from epbench.cli.commands import parse_seeds
+from epbench.cli.options import parse_seeds
 from epbench.config.tasks import resolve
 from epbench.core.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from epbench.core.errors import EpbenchError, ResultsError, TaskError
-from epbench.core.records import RecordWriter, environment
 from epbench.measurements.training import (
     TrainingData,
     epoch_betas,
@@ -29,7 +28,8 @@ from epbench.measurements.training import (
     train_algorithm,
 )
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_matrix, run_train
+from epbench.run.matrix import RunOptions, run_matrix, run_measurement
+from epbench.run.store import RecordWriter, environment
 from epbench.views.tables import overview, paper_table, seed_summary_table
 
 TINY = """
@@ -97,7 +97,10 @@ def backend(name: str):
 def train(spec, name: str, data: TrainingData, out: Path, *, seed: int = 0, resume=False):
     options = RunOptions(seed=seed, resume=resume, quiet=True)
     writer = RecordWriter(out, commit="test")
-    return run_train(spec, backend(name), data, options, writer, environment()), writer
+    record = run_measurement(
+        "train", spec, backend(name), data, options=options, folder=writer.folder, env=environment()
+    )
+    return record, writer
 
 
 def final_params(record: dict, writer: RecordWriter, algorithm: str) -> dict[str, np.ndarray]:
@@ -203,8 +206,8 @@ def test_progress_as_a_bar_as_lines_or_quiet(
     """A bar (terminal) or plain lines (log file) end each epoch with a line; "lines" also reports
     within the epoch every LINE_SECONDS (here 0: at every divergence check); None is silent."""
     (spec,) = tiny("train.epochs=1")
-    from epbench.measurements import training
     from epbench.core.params import init_params
+    from epbench.measurements import training
 
     monkeypatch.setattr(training, "LINE_SECONDS", 0.0)
     initial = init_params(spec.model, seed=0, dtype="float32")

@@ -17,7 +17,7 @@ import itertools
 import json
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from epbench.core.spec import (
     DTYPES,
     ESTIMATORS,
     FEEDBACK,
-    MEASUREMENTS,
     NUDGES,
     SETTINGS,
     ConvSpec,
@@ -38,6 +37,7 @@ from epbench.core.spec import (
     TaskSpec,
     TrainSpec,
 )
+from epbench.plugins.registry import Registry
 
 DEFAULT_PRESET = "paper"
 _SELECTOR = re.compile(r"^(?P<name>[A-Za-z0-9_.-]+)(?:\[(?P<sel>[^\]]*)\])?$")
@@ -234,6 +234,47 @@ def _selected(raw: Mapping[str, Any], where: str) -> dict[str, str]:
     return dict(select)
 
 
+def _check_selection(
+    selection: Mapping[str, str], axes: Mapping[str, Mapping[str, Any]], *, name: str
+) -> None:
+    """Every selected axis exists and every selected value (a pattern) matches one of its."""
+    for axis, value in selection.items():
+        if axis not in axes:
+            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(axes))
+        if not any(fnmatch.fnmatchcase(v, value) for v in axes[axis]):
+            raise UnknownNameError(f"{axis} of task {name!r}", value, list(axes[axis]))
+
+
+def _variant_config(
+    base: dict[str, Any],
+    variant: tuple[tuple[str, str], ...],
+    *,
+    axes: Mapping[str, Mapping[str, Any]],
+    swept: Mapping[str, Mapping[str, Any]],
+    over: dict[str, Any],
+    preset: str,
+    where: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The configuration of one variant: the task's base, each variant table with its preset,
+    the `--set` overrides, then the `--sweep` values; and `last`, the changes (`--set` without
+    its `overrides` tables, and the sweeps) that also win over `overrides.MEASURE` tables."""
+    config = base
+    for axis, value in variant:
+        if axis in swept:
+            continue
+        table = axes[axis][value]
+        config = deep_merge(
+            config, canonical({k: v for k, v in table.items() if k != "presets"}, where)
+        )
+        config = deep_merge(config, canonical(_presets_of(table).get(preset, {}), where))
+    config = deep_merge(config, over)
+    last = {k: v for k, v in over.items() if k != "overrides"}
+    for axis, value in variant:
+        if axis in swept:
+            last = deep_merge(last, canonical(swept[axis][value], "--sweep"))
+    return deep_merge(config, last), last
+
+
 def resolve(
     path: Path,
     *,
@@ -242,6 +283,7 @@ def resolve(
     preset: str = DEFAULT_PRESET,
     overrides: Iterable[str] = (),
     sweeps: Iterable[str] = (),
+    measurements: Collection[str] | None = None,
 ) -> list[TaskSpec]:
     """The validated cells of one task file for one preset (all variants matching `selection`).
 
@@ -250,8 +292,10 @@ def resolve(
     (`parse_sweep`) adds a variant axis applied after the `--set` `overrides`: every cell runs
     once per value, named `task[…,axis=value]`. A cell whose configuration has an
     `overrides.MEASURE` table gives one spec per such measurement (`split_measures`), all under
-    the cell's name; `--set` and `--sweep` apply to each of them after that table.
+    the cell's name; `--set` and `--sweep` apply to each of them after that table. Measurement
+    names are checked against `measurements` (default: those the installed plugins register).
     """
+    registered = tuple(measurements) if measurements is not None else measurement_names()
     path = Path(path)
     name = name or path.stem
     where = str(path)
@@ -263,13 +307,8 @@ def resolve(
     for axis in swept:
         if axis in axes:
             raise TaskError("--sweep", axis, f"an axis not in task {name!r}", "a variant axis")
-    known = {**axes, **swept}
-    for axis, value in {**_selected(raw, where), **(selection or {})}.items():
-        if axis not in known:
-            raise UnknownNameError(f"variant axis of task {name!r}", axis, list(known))
-        if not any(fnmatch.fnmatchcase(v, value) for v in known[axis]):
-            raise UnknownNameError(f"{axis} of task {name!r}", value, list(known[axis]))
     selection = {**_selected(raw, where), **(selection or {})}
+    _check_selection(selection, {**axes, **swept}, name=name)
     over = {}
     for text in overrides:
         over = deep_merge(over, canonical(parse_override(text), "--set"))
@@ -285,28 +324,21 @@ def resolve(
     for variant in (v + s for v in variant_names(raw, where) for s in sweep_cells):
         if not all(fnmatch.fnmatchcase(dict(variant)[a], v) for a, v in selection.items()):
             continue
-        config = base
-        for axis, value in variant:
-            if axis in swept:
-                continue
-            table = axes[axis][value]
-            config = deep_merge(
-                config, canonical({k: v for k, v in table.items() if k != "presets"}, where)
-            )
-            config = deep_merge(config, canonical(_presets_of(table).get(preset, {}), where))
-        config = deep_merge(config, over)
-        # --set and --sweep also win over the task's `overrides.MEASURE` tables
-        last = {k: v for k, v in over.items() if k != "overrides"}
-        for axis, value in variant:
-            if axis in swept:
-                last = deep_merge(last, canonical(swept[axis][value], "--sweep"))
-        config = deep_merge(config, last)
+        config, last = _variant_config(
+            base, variant, axes=axes, swept=swept, over=over, preset=preset, where=where
+        )
         cell = cell_name(name, variant)
         where_cell = f"{where} ({cell}, preset {preset})"
-        for part in split_measures(config, where_cell, last=last):
+        for part in split_measures(config, where_cell, last=last, measurements=registered):
             cells.append(
                 build_spec(
-                    part, name=name, cell=cell, preset=preset, variant=variant, where=where_cell
+                    part,
+                    name=name,
+                    cell=cell,
+                    preset=preset,
+                    variant=variant,
+                    where=where_cell,
+                    measurements=registered,
                 )
             )
     return cells
@@ -315,8 +347,17 @@ def resolve(
 _OVERRIDABLE = ("model", "dynamics", "data", "train", "dtype")
 
 
+def measurement_names() -> tuple[str, ...]:
+    """The names of the measurements the installed plugins register (epbench.plugins)."""
+    return tuple(Registry().get_measurements())
+
+
 def split_measures(
-    config: Mapping[str, Any], where: str, *, last: Mapping[str, Any] | None = None
+    config: Mapping[str, Any],
+    where: str,
+    *,
+    last: Mapping[str, Any] | None = None,
+    measurements: Collection[str] | None = None,
 ) -> list[dict[str, Any]]:
     """A resolved configuration → one configuration per group of measurements: those without an
     `overrides.MEASURE` table share the configuration (without `overrides`); each measurement
@@ -327,14 +368,15 @@ def split_measures(
     changes) is merged into every configuration after its overrides."""
     measure = config.get("measure", ["gdu"])
     over = config.get("overrides", {})
+    known = tuple(measurements) if measurements is not None else measurement_names()
     plain = {k: v for k, v in config.items() if k != "overrides"}
     if not over:
         return [plain]
     if not isinstance(over, Mapping) or not isinstance(measure, list):
         raise TaskError(where, "overrides", "tables [overrides.MEASURE]", over)
     for key, table in over.items():  # one for a measurement the cell does not run is unused
-        if key not in MEASUREMENTS:
-            raise TaskError(where, f"overrides.{key}", f"one of {', '.join(MEASUREMENTS)}", key)
+        if key not in known:
+            raise TaskError(where, f"overrides.{key}", f"one of {', '.join(known)}", key)
         if not isinstance(table, Mapping) or set(table) - set(_OVERRIDABLE):
             raise TaskError(
                 where, f"overrides.{key}", f"a table of {', '.join(_OVERRIDABLE)}", table
@@ -439,31 +481,22 @@ def _conv_table(where: str, field: str, value: Any) -> ConvSpec:
     """`[model.conv]` → ConvSpec, each field checked; the geometry is checked by `_check_conv`."""
     if not isinstance(value, Mapping):
         raise TaskError(where, field, "a table [model.conv]", value)
-    unknown = sorted(set(value) - set(_CONV_SCHEMA))
-    if unknown:
-        raise TaskError(
-            where, f"{field}.{unknown[0]}", f"one of {', '.join(_CONV_SCHEMA)}", "an unknown field"
-        )
-    out = {}
-    for key, (kind, required) in _CONV_SCHEMA.items():
-        if key not in value:
-            if required:
-                raise TaskError(where, f"{field}.{key}", f"a {kind} (required)", _Nothing())
-            continue
-        out[key] = _check(where, f"{field}.{key}", kind, value[key])
+    out = _checked_table(value, _CONV_SCHEMA, where=where, prefix=field)
     if len(out["input"]) != 3:
         raise TaskError(where, f"{field}.input", "[channels, height, width]", list(out["input"]))
     return ConvSpec(**out)
 
 
 def _check_conv(model: ModelSpec, where: str) -> None:
-    """The geometry of a conv model fits (PAPER.md §3, P-conv): P setting, input into layer N
+    """The geometry of a conv model fits (docs/theory.md §3, P-conv): P setting, input into layer N
     only, `inputs` = C·H·W, every kernel within its (padded) input, every pooling dividing its
     conv output, `sizes` = `conv.sizes(outputs)`."""
     conv = model.conv
     assert conv is not None
     if model.setting != "P":
-        raise TaskError(where, "model.setting", "P for a conv model (PAPER.md §3)", model.setting)
+        raise TaskError(
+            where, "model.setting", "P for a conv model (docs/theory.md §3)", model.setting
+        )
     if model.input_to not in ((), (len(conv.channels),)):
         raise TaskError(
             where,
@@ -513,19 +546,26 @@ def _section(config: Mapping[str, Any], section: str, where: str) -> dict[str, A
     table = config.get(section, {})
     if not isinstance(table, Mapping):
         raise TaskError(where, section, "a table", table)
-    schema = _SCHEMA[section]
+    return _checked_table(table, _SCHEMA[section], where=where, prefix=section)
+
+
+def _checked_table(
+    table: Mapping[str, Any], schema: Mapping[str, tuple[str, bool]], *, where: str, prefix: str
+) -> dict[str, Any]:
+    """The fields of `table` checked against `schema` (field → (kind, required)): an unknown
+    field or a missing required one is a TaskError at `prefix.field`."""
     unknown = sorted(set(table) - set(schema))
     if unknown:
         raise TaskError(
-            where, f"{section}.{unknown[0]}", f"one of {', '.join(schema)}", "an unknown field"
+            where, f"{prefix}.{unknown[0]}", f"one of {', '.join(schema)}", "an unknown field"
         )
     out = {}
     for field, (kind, required) in schema.items():
         if field not in table:
             if required:
-                raise TaskError(where, f"{section}.{field}", f"a {kind} (required)", _Nothing())
+                raise TaskError(where, f"{prefix}.{field}", f"a {kind} (required)", _Nothing())
             continue
-        out[field] = _check(where, f"{section}.{field}", kind, table[field])
+        out[field] = _check(where, f"{prefix}.{field}", kind, table[field])
     return out
 
 
@@ -534,20 +574,10 @@ class _Nothing:
         return "nothing"
 
 
-def build_spec(
-    config: Mapping[str, Any],
-    *,
-    name: str,
-    cell: str,
-    preset: str,
-    variant: tuple[tuple[str, str], ...],
-    where: str,
-) -> TaskSpec:
-    """Validate a resolved configuration and turn it into a `TaskSpec`."""
-    model = ModelSpec(**_section(config, "model", where))
-    dynamics = DynamicsSpec(**_section(config, "dynamics", where))
-    data = DataSpec(**_section(config, "data", where))
-    train = TrainSpec(**_section(config, "train", where))
+def _check_sections(
+    model: ModelSpec, dynamics: DynamicsSpec, data: DataSpec, train: TrainSpec, where: str
+) -> None:
+    """The checks across the fields of the model, dynamics, data and train sections."""
     if model.conv is not None:
         _check_conv(model, where)
     depth = model.depth
@@ -575,7 +605,10 @@ def build_spec(
         )
     if model.setting == "P" and model.epsilon != 1.0:
         raise TaskError(
-            where, "model.epsilon", "1.0 in the P setting (step 1, PAPER.md §3)", model.epsilon
+            where,
+            "model.epsilon",
+            "1.0 in the P setting (step 1, docs/theory.md §3)",
+            model.epsilon,
         )
     if dynamics.K > dynamics.T:
         raise TaskError(
@@ -595,9 +628,21 @@ def build_spec(
             f"{len(model.sizes)} learning rates (one per layer, output first)",
             list(train.lrs),
         )
-    measure = config.get("measure", ["gdu"])
-    if not isinstance(measure, list) or not measure or any(m not in MEASUREMENTS for m in measure):
-        raise TaskError(where, "measure", f"a list of {', '.join(MEASUREMENTS)}", measure)
+
+
+def _check_measure(
+    measure: Any,
+    model: ModelSpec,
+    dynamics: DynamicsSpec,
+    data: DataSpec,
+    train: TrainSpec,
+    where: str,
+    *,
+    known: Collection[str],
+) -> None:
+    """`measure` is a list of registered measurement names, and the settings they need hold."""
+    if not isinstance(measure, list) or not measure or any(m not in known for m in measure):
+        raise TaskError(where, "measure", f"a list of {', '.join(known)}", measure)
     if dynamics.nudge == "unsaturated":
         if measure != ["gdu"]:
             raise TaskError(
@@ -629,6 +674,28 @@ def build_spec(
             raise TaskError(
                 where, "data.subset", f"0 (all) or ≥ data.batch (= {data.batch})", data.subset
             )
+
+
+def build_spec(
+    config: Mapping[str, Any],
+    *,
+    name: str,
+    cell: str,
+    preset: str,
+    variant: tuple[tuple[str, str], ...],
+    where: str,
+    measurements: Collection[str] | None = None,
+) -> TaskSpec:
+    """Validate a resolved configuration and turn it into a `TaskSpec`; its `measure` names are
+    checked against `measurements` (default: the registered ones)."""
+    model = ModelSpec(**_section(config, "model", where))
+    dynamics = DynamicsSpec(**_section(config, "dynamics", where))
+    data = DataSpec(**_section(config, "data", where))
+    train = TrainSpec(**_section(config, "train", where))
+    _check_sections(model, dynamics, data, train, where)
+    measure = config.get("measure", ["gdu"])
+    known = tuple(measurements) if measurements is not None else measurement_names()
+    _check_measure(measure, model, dynamics, data, train, where, known=known)
     dtype = config.get("dtype", "float64")
     if dtype not in DTYPES:
         raise TaskError(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)

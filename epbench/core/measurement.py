@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from epbench.core.protocols import Backend
+from epbench.core.record import Record
 from epbench.core.spec import TaskSpec
 
 INPUTS = ("batch", "training", "none")
-Record = dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,267 +1,62 @@
-"""Versioned run records: one JSON object per cell, appended to a JSONL file as each cell ends.
+"""Deprecated: this module moved. Import the record type, the loader and the keys from
+`epbench.core.record`, the writer and the environment probe from `epbench.run.store`.
 
-File layout: `<out>/<machine>/<UTC stamp>_<commit>_<pid>.jsonl`, with saved traces
-(`--save-traces`) in a folder of the same stem beside it. `<machine>` is `EPBENCH_MACHINE` or the
-host name of the process that writes the records (the coordinator; the host that ran a cell is
-`environment.host`).
-
-Appends are atomic (`append_atomically`): a process killed at any instant, even with SIGKILL,
-leaves each file either without the new record or with it whole, never a torn line. `ok_records`
-finds the cells a `--resume` run does not run again (`record_key`).
+A temporary re-export while the callers switch (the lead deletes it then). The names of
+`epbench.run.store` are looked up when first used, so that the core imports nothing of the run
+layer at import time.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import platform
-import re
-import socket
-import subprocess
-import sys
-import warnings
-from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
-from pathlib import Path
+import importlib
 from typing import Any
 
-import numpy as np
+from epbench.core.record import (
+    KEY_FIELDS,
+    SCHEMA_VERSION,
+    STATUSES,
+    Loaded,
+    Problem,
+    Record,
+    as_record,
+    cell_key,
+    load_records,
+    read_records,
+    record_key,
+    upgrade,
+)
 
-from epbench import __version__
-from epbench.core.errors import ResultsError
+_MOVED_TO_STORE = (
+    "RecordWriter",
+    "append_atomically",
+    "clean",
+    "cpu_model",
+    "environment",
+    "git_commit",
+    "machine_name",
+    "ok_records",
+    "worker_environment",
+)
 
-SCHEMA_VERSION = 1
-STATUSES = ("ok", "skipped", "failed", "diverged")
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "unknown"
-
-
-def machine_name() -> str:
-    return _slug(os.environ.get("EPBENCH_MACHINE") or socket.gethostname())
-
-
-def cpu_model() -> str:
-    """The CPU model name (from /proc/cpuinfo on Linux, else `platform.processor()`)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit(folder: Path | None = None) -> tuple[str, bool]:
-    """(commit id, dirty flag) of the checkout epbench runs from; ("unknown", False) outside git."""
-    folder = folder or Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(folder), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=True,
-        ).stdout.strip()
-        return commit, bool(dirty)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", False
+__all__ = [
+    "KEY_FIELDS",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Loaded",
+    "Problem",
+    "Record",
+    "as_record",
+    "cell_key",
+    "load_records",
+    "read_records",
+    "record_key",
+    "upgrade",
+    *_MOVED_TO_STORE,
+]
 
 
-def environment() -> dict[str, Any]:
-    """What a record needs to be reproduced: software versions, machine, commit."""
-    commit, dirty = git_commit()
-    return {
-        "epbench": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "host": socket.gethostname(),
-        "machine": machine_name(),
-        "commit": commit,
-        "dirty": dirty,
-        "argv": sys.argv[1:],
-    }
-
-
-def worker_environment() -> dict[str, Any]:
-    """The fields of `environment()` that describe the process running a cell (its host, CPU,
-    Python, numpy, process id), for records of cells run by a worker, possibly on another host."""
-    return {
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-    }
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars → Python numbers, NaN/inf → None, tuples → lists."""
-    if isinstance(value, dict):
-        return {str(k): clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return clean(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def append_atomically(path: Path, data: bytes) -> None:
-    """Append `data` to `path` so that the file is, at every instant, either the old content or
-    the old content plus `data`: both go to a temporary file in the same folder (fsynced), which
-    is then renamed over `path`. A plain append can be torn by SIGKILL (the kernel may stop a
-    write between pages); the cost here is rewriting the file, small for record files. A
-    leftover `.<name>.<pid>.tmp` of a killed process is ignored by every reader."""
-    old = path.read_bytes() if path.exists() else b""
-    if old and not old.endswith(b"\n"):  # a line torn by an older, plain-append epbench
-        old += b"\n"
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(old + data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(folder)
-    except OSError:
-        pass
-    finally:
-        os.close(folder)
-
-
-class RecordWriter:
-    """Appends records to one JSONL file, atomically (`append_atomically`) and synced to disk.
-
-    `folder` (`<out>/<machine>`) also holds the training checkpoints and, in `traces_folder`, the
-    saved traces; worker processes get a writer for the same file with `RecordWriter.at`."""
-
-    def __init__(self, out: Path, *, commit: str | None = None) -> None:
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        commit = commit or git_commit()[0]
-        # the pid keeps two runs started in the same second from sharing (and racing on) one file
-        self._place(Path(out) / machine_name() / f"{stamp}_{commit[:10]}_{os.getpid()}.jsonl")
-
-    def _place(self, path: Path) -> None:
-        self.path = path
-        self.folder = path.parent
-        self.traces_folder = self.folder / path.stem
-
-    @classmethod
-    def at(cls, path: Path) -> RecordWriter:
-        """A writer for the records file `path` (its folder, traces folder and checkpoints)."""
-        writer = cls.__new__(cls)
-        writer._place(Path(path))
-        return writer
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(clean(record), sort_keys=True, allow_nan=False)
-        append_atomically(self.path, (line + "\n").encode("utf-8"))
-
-
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
-    for path in map(Path, paths):
-        if path.is_dir():
-            yield from sorted(path.rglob("*.jsonl"))
-        elif path.is_file():
-            yield path
-        else:
-            raise ResultsError(f"{path}: expected a .jsonl results file or a folder, found nothing")
-
-
-def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Records from JSONL files and folders (searched recursively), in file then line order.
-
-    A last line without its newline that is not JSON (a record torn by a killed process of an
-    epbench older than atomic appends) is skipped with a warning; any other bad line is an error.
-    """
-    records = []
-    for path in _files(paths):
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as err:
-                    if not line.endswith("\n"):
-                        warnings.warn(
-                            f"{path}:{number}: skipped a torn last line (a killed run)",
-                            stacklevel=2,
-                        )
-                        continue
-                    raise ResultsError(
-                        f"{path}:{number}: expected one JSON record per line, found {err.msg}"
-                    ) from None
-                if not isinstance(record, dict) or "schema" not in record:
-                    raise ResultsError(
-                        f"{path}:{number}: expected an epbench record with a 'schema' field"
-                    )
-                if record["schema"] > SCHEMA_VERSION:
-                    raise ResultsError(
-                        f"{path}:{number}: expected schema ≤ {SCHEMA_VERSION}, "
-                        f"found {record['schema']} (upgrade epbench)"
-                    )
-                record["_file"] = str(path)
-                records.append(record)
-    return records
-
-
-KEY_FIELDS = ("cell", "preset", "config_hash", "measurement", "backend", "device", "dtype", "seed")
-
-
-def cell_key(**fields: Any) -> tuple:
-    """The `KEY_FIELDS` of a cell, in order: what makes two records the same cell of a matrix
-    (`--resume` does not run a cell again whose key has an `ok` record)."""
-    return tuple(fields[name] for name in KEY_FIELDS)
-
-
-def record_key(record: dict[str, Any]) -> tuple:
-    """`cell_key` of a record (`measurement` defaults to "gdu")."""
-    fields = {name: record.get(name) for name in KEY_FIELDS}
-    fields["measurement"] = record.get("measurement", "gdu")
-    return cell_key(**fields)
-
-
-def ok_records(folder: Path) -> dict[tuple, dict[str, Any]]:
-    """The `ok` records of the JSONL files in `folder` (not recursive), by `record_key`; the last
-    one wins. Lines that are not readable records are passed over: this is a lookup for
-    `--resume`, not a validation (`read_records` reports them)."""
-    found: dict[tuple, dict[str, Any]] = {}
-    for path in sorted(Path(folder).glob("*.jsonl")):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
-            continue
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(record, dict) and record.get("status") == "ok":
-                record["_file"] = str(path)
-                found[record_key(record)] = record
-    return found
+def __getattr__(name: str) -> Any:
+    """The names that moved to `epbench.run.store`, imported on first use."""
+    if name in _MOVED_TO_STORE:
+        return getattr(importlib.import_module("epbench.run.store"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

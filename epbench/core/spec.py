@@ -2,7 +2,7 @@
 
 A task file (TOML, see `tasks.py`) resolves into one `TaskSpec` per cell. Backends only ever see a
 `ModelSpec` (what network to build) and plain keyword settings (`steps=`, `beta=`) per call.
-Conventions follow PAPER.md §1–§3: layer 0 is the output layer, layer N the hidden layer next to the
+Conventions follow docs/theory.md §1–§3: layer 0 is the output layer, layer N the hidden layer next to the
 input; `sizes` lists layer widths from the output towards the input.
 """
 
@@ -17,14 +17,13 @@ ESTIMATORS = ("positive", "negative", "symmetric", "random-sign")
 NUDGES = ("output", "unsaturated")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
-MEASUREMENTS = ("gdu", "train", "rtrl", "speed", "memory", "beta-sweep")
 DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
 FEEDBACK = ("ep", "frozen")  # TrainSpec.feedback: how independent feedback weights learn
 
 
 @dataclass(frozen=True, kw_only=True)
 class ConvSpec:
-    """The convolutional part of a P-setting model ("P-conv", PAPER.md §3), listed from the input.
+    """The convolutional part of a P-setting model ("P-conv", docs/theory.md §3), listed from the input.
 
     input     (C, H, W) of the image; the model's `inputs` is C·H·W and x arrives flattened in
               (C, H, W) order, shape (B, C·H·W), like every other model's input.
@@ -49,7 +48,7 @@ class ConvSpec:
         """Pooled (C, H, W) of every conv layer from the input side (layer N first).
 
         Assumes a geometry that fits (`epbench.config.tasks` validates task files); the P-conv of
-        PAPER.md §3 gives ((32, 12, 12), (64, 4, 4)).
+        docs/theory.md §3 gives ((32, 12, 12), (64, 4, 4)).
         """
         _, h, w = self.input
         out = []
@@ -67,7 +66,7 @@ class ConvSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A convergent RNN with static input (PAPER.md §3): fully connected, or convolutional
+    """A convergent RNN with static input (docs/theory.md §3): fully connected, or convolutional
     when `conv` is set.
 
     setting     "EB" (energy-based, exact gradient of the Hopfield energy, step `epsilon`) or
@@ -78,14 +77,14 @@ class ModelSpec:
                 (a layered net). The toy model uses `(0, 1)`.
     activation  "tanh", "sigm" (σ(x) = 1/(1 + e^{−4(x−½)})) or "hardsigm" (clip(x, 0, 1)).
     epsilon     EB step size ε ("dt"); ignored (must stay 1.0) in the P setting.
-    clamp       clamp states to [0, 1] after each step (EB training runs, PAPER.md §3).
+    clamp       clamp states to [0, 1] after each step (EB training runs, docs/theory.md §3).
     conv        None for a fully connected model. A `ConvSpec` makes layers 1 … N pooled conv
                 layers (P setting, the input feeding layer N only): s⁰ is the fully connected
                 output, s¹ … sᴺ the pooled conv layers from the output side (sᴺ next to the
                 input), and `sizes` their flattened widths, `conv.sizes(outputs)`; `depth` = N.
     feedback_angle
-                None: tied feedback, layer n+1 receives `W{n}_{n+1}ᵀ` (PAPER.md §3). A number α in
-                degrees: asymmetric ("vector-field") dynamics, PAPER.md §6.5 and §7: layer n+1
+                None: tied feedback, layer n+1 receives `W{n}_{n+1}ᵀ` (docs/theory.md §3). A number α in
+                degrees: asymmetric ("vector-field") dynamics, docs/theory.md §6.5 and §7: layer n+1
                 receives independent feedback weights `B{n+1}_{n}`, initialised at the angle α
                 to `W{n}_{n+1}ᵀ` (`epbench.core.params.init_params`). Fully connected models only.
     """
@@ -117,13 +116,13 @@ class ModelSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class DynamicsSpec:
-    """The two phases (PAPER.md §1): `T` free steps from zero, `K` nudged steps with `beta`.
+    """The two phases (docs/theory.md §1): `T` free steps from zero, `K` nudged steps with `beta`.
 
     estimator   "positive" (+β), "negative" (−β), "symmetric" (±β, half the difference, O(β²) bias)
                 or "random-sign" (the sign of β drawn per batch from the seed).
     betas       the |β| grid of the `beta-sweep` measurement (epbench.measurements.beta_sweep); empty: its default
                 log grid `sweep.DEFAULT_BETAS`. Other measurements use `beta` only.
-    nudge       "output" (PAPER.md §1: β (y − s⁰) on every output unit) or, for `gdu` cells of
+    nudge       "output" (docs/theory.md §1: β (y − s⁰) on every output unit) or, for `gdu` cells of
                 models whose output saturates (hardsigm or clamp), "unsaturated": the EP phase
                 gets the target s⁰_* instead of y on the output units at a bound (exactly 0 or 1)
                 at the fixed point, so that only units through which BPTT's gradient flows
@@ -157,7 +156,7 @@ class DataSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
-    """Plain SGD settings (PAPER.md §5). `lrs` are listed from the output layer towards the input:
+    """Plain SGD settings (docs/theory.md §5). `lrs` are listed from the output layer towards the input:
     `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`, and the
     feedback weights `B{n}_{n-1}` of an asymmetric model).
 

@@ -1,6 +1,6 @@
 """The `beta-sweep` measurement: how the EP estimators' error against BPTT shrinks with β.
 
-PAPER.md §2: at a free fixed point of a model whose dynamics are a gradient (`F = ∂Φ/∂s`, the EB
+docs/theory.md §2: at a free fixed point of a model whose dynamics are a gradient (`F = ∂Φ/∂s`, the EB
 setting), ΔEP(β, t) → −∇BPTT(t) as β → 0, with an error `O(β)` for the one-sided estimators
 (+β, −β) and `O(β²)` for the symmetric one (±β, half the difference). One cell runs the free phase
 once (`T − K` steps, then `K` more whose last change is the residual), the BPTT trace once
@@ -29,13 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from epbench.core.errors import EpbenchError
+from epbench.core.measurement import Cell, Output
 from epbench.core.metrics import is_state, relative_error
 from epbench.core.params import init_params
 from epbench.core.protocols import Backend
-from epbench.core.records import RecordWriter
 from epbench.core.spec import TaskSpec
-from epbench.run.matrix import RunOptions, failed_record, measurement_record
 
 DEFAULT_BETAS = (1e-3, 2e-3, 5e-3, 1e-2, 2e-2, 5e-2, 1e-1)
 ESTIMATORS = ("positive", "negative", "symmetric")  # random-sign is one of the first two per draw
@@ -64,60 +62,49 @@ def betas_of(spec: TaskSpec) -> list[float]:
     return sorted(abs(b) for b in (spec.dynamics.betas or DEFAULT_BETAS))
 
 
-def run_beta_sweep(
-    spec: TaskSpec,
-    backend: Backend,
-    batch: tuple,
-    options: RunOptions,
-    writer: RecordWriter,
-    env: dict[str, Any],
-) -> dict[str, Any]:
-    """Measure one beta-sweep cell on one backend (module doc) and return its record (not yet
-    written). `batch` is the `runner.load_batch` mini-batch. `metrics`: residual, betas, and per
-    estimator (`ESTIMATORS`) the lists `error` and `error_max` (one entry per β), `slope` and
-    `slope_max`, and `per_name` (name → list of relative errors)."""
-    dtype = options.dtype or spec.dtype
-    record = measurement_record(spec, backend, options, env, measurement="beta-sweep")
-    record.update(estimator=",".join(ESTIMATORS), beta_used=None, symmetric=None)
-    if record.get("status") == "skipped":
-        return record
+def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:
+    """Measure one beta-sweep cell on one backend (module doc): the record's fields. `batch` is
+    the cell's mini-batch. `metrics`: residual, betas, and per estimator (`ESTIMATORS`) the lists
+    `error` and `error_max` (one entry per β), `slope` and `slope_max`, and `per_name` (name →
+    list of relative errors)."""
+    spec, dtype = cell.spec, cell.dtype
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     T, K = spec.dynamics.T, spec.dynamics.K
     betas = betas_of(spec)
     error = {e: [] for e in ESTIMATORS}
     error_max = {e: [] for e in ESTIMATORS}
     per_name: dict[str, dict[str, list[float]]] = {e: {} for e in ESTIMATORS}
-    try:
-        start = time.perf_counter()
-        net = backend.build(spec.model, dtype=dtype, device=options.device)
-        params = net.load(init_params(spec.model, seed=options.seed, dtype=dtype))
-        mid, _ = net.free_phase(params, x, steps=T - K)
-        star, residual = net.free_phase(params, x, steps=K, start=mid)
-        bptt = net.bptt_trace(params, x, y, start=mid, steps=K)
-        for estimator in ESTIMATORS:
-            for beta in betas:
-                ep = net.ep_trace(
-                    params,
-                    x,
-                    y,
-                    start=star,
-                    beta=-beta if estimator == "negative" else beta,
-                    steps=K,
-                    symmetric=estimator == "symmetric",
-                )
-                error[estimator].append(sweep_error(bptt, ep))
-                names = {n: relative_error(bptt[n], ep[n]) for n in bptt}
-                error_max[estimator].append(max(names.values()))
-                for name, value in names.items():
-                    per_name[estimator].setdefault(name, []).append(value)
-        net.synchronize()
-        seconds = time.perf_counter() - start
-    except EpbenchError:
-        raise
-    except Exception as err:  # a backend failure fails this cell only
-        return failed_record(record, err)
-    record["timings"] = {"first_seconds": seconds, "steady_seconds": None, "repeats": 0}
-    record["metrics"] = {
+    start = time.perf_counter()
+    net = backend.build(spec.model, dtype=dtype, device=cell.device)
+    params = net.load(init_params(spec.model, seed=cell.seed, dtype=dtype))
+    mid, _ = net.free_phase(params, x, steps=T - K)
+    star, residual = net.free_phase(params, x, steps=K, start=mid)
+    bptt = net.bptt_trace(params, x, y, start=mid, steps=K)
+    for estimator in ESTIMATORS:
+        for beta in betas:
+            ep = net.ep_trace(
+                params,
+                x,
+                y,
+                start=star,
+                beta=-beta if estimator == "negative" else beta,
+                steps=K,
+                symmetric=estimator == "symmetric",
+            )
+            error[estimator].append(sweep_error(bptt, ep))
+            names = {n: relative_error(bptt[n], ep[n]) for n in bptt}
+            error_max[estimator].append(max(names.values()))
+            for name, value in names.items():
+                per_name[estimator].setdefault(name, []).append(value)
+    net.synchronize()
+    seconds = time.perf_counter() - start
+    part: dict[str, Any] = {
+        "estimator": ",".join(ESTIMATORS),
+        "beta_used": None,
+        "symmetric": None,
+        "timings": {"first_seconds": seconds, "steady_seconds": None, "repeats": 0},
+    }
+    part["metrics"] = {
         "residual": float(residual),
         "betas": betas,
         "error": error,
@@ -129,5 +116,5 @@ def run_beta_sweep(
     }
     values = [v for e in ESTIMATORS for v in error[e] + error_max[e]]
     if not math.isfinite(residual) or not all(math.isfinite(v) for v in values):
-        return {**record, "status": "diverged", "reason": "non-finite states or traces"}
-    return {**record, "status": "ok", "reason": None}
+        return {**part, "status": "diverged", "reason": "non-finite states or traces"}
+    return part

@@ -1,4 +1,4 @@
-"""The `memory` measurement: peak memory of one training step against K (DESIGN.md: BPTT keeps the
+"""The `memory` measurement: peak memory of one training step against K (docs/theory.md §6.2: BPTT keeps the
 graph of the last K steps, memory O(K); EP keeps none, O(1) in K).
 
 For K in SWEEP_K and each algorithm of SWEEP_ALGORITHMS (`ep` one-sided, `bptt`), one case runs in
@@ -34,11 +34,10 @@ from typing import Any
 import numpy as np
 
 from epbench.core.errors import EpbenchError
+from epbench.core.measurement import Cell, Output
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
-from epbench.core.protocols import Backend
-from epbench.core.records import RecordWriter
+from epbench.core.protocols import Backend, MemoryStatsBackend
 from epbench.core.spec import TaskSpec
-from epbench.run.matrix import RunOptions, failed_record, measurement_record
 
 SWEEP_K = (10, 20, 40, 80, 160)
 SWEEP_ALGORITHMS = ("ep", "bptt")
@@ -69,7 +68,11 @@ def measure_case(case: dict[str, Any]) -> dict[str, Any]:
     net = backend.build(spec.model, dtype=dtype, device=device)
     step = step_function(net, spec, x, y, algorithm=case["algorithm"])
     params = net.load(init_params(spec.model, seed=case["seed"], dtype=dtype))
-    stats = getattr(backend, "memory_stats", None) if device != "cpu" else None
+    stats = (
+        backend.memory_stats
+        if device != "cpu" and isinstance(backend, MemoryStatsBackend)
+        else None
+    )
     before = stats(device, reset=True) if stats else None
     params, _, _ = step(params)  # warm-up and compilation
     net.synchronize()
@@ -168,30 +171,26 @@ def sweep(
     return out
 
 
-def run_memory(
-    spec: TaskSpec,
-    backend: Backend,
-    batch: tuple,
-    options: RunOptions,
-    writer: RecordWriter,
-    env: dict[str, Any],
-) -> dict[str, Any]:
-    """Measure the memory sweep of one cell on one backend; its record (not yet written). The
-    cases draw their own random batch of the cell's shape (`batch` is not used: memory does not
-    depend on the values)."""
-    dtype = options.dtype or spec.dtype
-    record = measurement_record(spec, backend, options, env, measurement="memory")
-    if record.get("status") == "skipped":
-        return record
+def run(cell: Cell, backend: Backend, inputs: None, output: Output) -> dict[str, Any]:
+    """Measure the memory sweep of one cell on one backend: the record's fields. The cases draw
+    their own random batch of the cell's shape (`inputs = "none"`: memory does not depend on the
+    values). A case that fails in its process fails the cell (its error is the reason)."""
     started = time.perf_counter()
     try:
-        memory = sweep(spec, backend.name, dtype=dtype, device=options.device, seed=options.seed)
-    except (EpbenchError, subprocess.SubprocessError) as err:
-        return failed_record(record, err)
-    record["metrics"] = {"memory": memory}
-    record["timings"] = {"seconds": time.perf_counter() - started}
-    record["peak_memory_bytes"] = max(max(memory[a]["peak_memory_bytes"]) for a in SWEEP_ALGORITHMS)
-    return {**record, "status": "ok", "reason": None}
+        memory = sweep(
+            cell.spec, backend.name, dtype=cell.dtype, device=cell.device, seed=cell.seed
+        )
+    except EpbenchError as err:  # a case's process failed: this cell fails, the run goes on
+        raise CaseFailed(str(err)) from None
+    return {
+        "metrics": {"memory": memory},
+        "timings": {"seconds": time.perf_counter() - started},
+        "peak_memory_bytes": max(max(memory[a]["peak_memory_bytes"]) for a in SWEEP_ALGORITHMS),
+    }
+
+
+class CaseFailed(RuntimeError):
+    """A memory case failed in its own process (not an `EpbenchError`: the matrix goes on)."""
 
 
 def main() -> None:

@@ -2,22 +2,27 @@
 
 For each compared quantity — free-phase states, EP traces, BPTT traces, and the parameters after one
 EP and one BPTT training step — the relative Frobenius difference ‖a − b‖ / ‖a‖ per canonical name,
-with the first backend as the reference.
+against a reference backend. A parity cell runs on one backend with the reference named in its
+arguments (`epbench parity TASK --backend REFERENCE,OTHER…` makes one cell per other backend), so
+it goes through the matrix like every measurement: executors, `--resume`, records — e.g.
+`run_matrix(with_measurement(cells, "parity"), others, options=RunOptions(arguments=(("against",
+"torch"), ("tolerance", None))), writer=writer)` (epbench.run.resolve.with_measurement).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from epbench.config.tasks import config_hash
+from epbench.core.errors import EpbenchError
+from epbench.core.estimators import signed_beta
+from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params, learning_rates
 from epbench.core.protocols import Backend
-from epbench.core.records import SCHEMA_VERSION, RecordWriter, environment
 from epbench.core.spec import TaskSpec
-from epbench.run.matrix import load_batch, nudge
+from epbench.core.support import support_reason
+from epbench.plugins.registry import Registry
 
 
 def relative_difference(reference: np.ndarray, other: np.ndarray) -> float:
@@ -34,7 +39,7 @@ def outputs(
     """Everything parity compares, from one backend, as numpy: {group: {name: array}}."""
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     T, K = spec.dynamics.T, spec.dynamics.K
-    beta, symmetric = nudge(spec, seed=seed)
+    beta, symmetric = signed_beta(spec.dynamics, seed=seed)
     params_np = init_params(spec.model, seed=seed, dtype=dtype)
     lrs = (
         learning_rates(spec.model, spec.train.lrs)
@@ -82,66 +87,30 @@ def default_tolerance(dtype: str) -> float:
     return 1e-10 if dtype == "float64" else 1e-4
 
 
-def run_parity(
-    cells: list[TaskSpec],
-    backends: list[Backend],
-    *,
-    dtype: str | None,
-    device: str,
-    seed: int,
-    data_dir: Path | None,
-    writer: RecordWriter,
-    tolerance: float | None = None,
-) -> list[dict[str, Any]]:
-    """Compare every backend after the first with the first, cell by cell; one record per pair,
-    status `ok` when every difference is within `tolerance`, else `failed`."""
-    env = environment()
-    records = []
-    for spec in cells:
-        cell_dtype = dtype or spec.dtype
-        batch = load_batch(spec, seed=seed, dtype=cell_dtype, data_dir=data_dir)
-        limit = tolerance if tolerance is not None else default_tolerance(cell_dtype)
-        reference, others = backends[0], backends[1:]
-        skip = reference.supports(spec.model, dtype=cell_dtype, device=device)
-        ref_out = (
-            None
-            if skip
-            else outputs(spec, reference, batch, dtype=cell_dtype, device=device, seed=seed)
-        )
-        for other in others:
-            record = {
-                "schema": SCHEMA_VERSION,
-                "task": spec.name,
-                "cell": spec.cell,
-                "preset": spec.preset,
-                "variant": dict(spec.variant),
-                "config": spec.config,
-                "config_hash": config_hash(spec.config),
-                "measurement": "parity",
-                "backend": other.name,
-                "reference": reference.name,
-                "device": device,
-                "dtype": cell_dtype,
-                "seed": seed,
-                "tolerance": limit,
-                "environment": env,
-            }
-            reason = skip or other.supports(spec.model, dtype=cell_dtype, device=device)
-            if reason:
-                record.update(status="skipped", reason=reason)
-            else:
-                diffs = compare_outputs(
-                    ref_out, outputs(spec, other, batch, dtype=cell_dtype, device=device, seed=seed)
-                )
-                summary = parity_record(diffs)
-                ok = summary["max"] <= limit
-                record.update(
-                    metrics={"parity": summary},
-                    status="ok" if ok else "failed",
-                    reason=None
-                    if ok
-                    else f"max relative difference {summary['max']:.2e} > {limit:.0e}",
-                )
-            writer.write(record)
-            records.append(record)
-    return records
+def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:
+    """Compare `backend` with the cell's reference backend (`cell.argument("against")`, found by
+    name among the installed ones) on the cell's parameters and batch: the record's fields,
+    status `ok` when every difference is within the tolerance (`cell.argument("tolerance")`,
+    else `default_tolerance`), else `failed`; a skip when the reference cannot run the cell."""
+    against = cell.argument("against")
+    if not against:
+        raise EpbenchError("parity: expected a reference backend (--backend REFERENCE,OTHER)")
+    reference = Registry().get_backend(against)
+    limit = cell.argument("tolerance") or default_tolerance(cell.dtype)
+    part: dict[str, Any] = {"reference": against, "tolerance": limit}
+    reason = support_reason(reference, cell.spec.model, dtype=cell.dtype, device=cell.device)
+    if reason:
+        return {**part, "status": "skipped", "reason": f"reference {against}: {reason}"}
+    like = {"dtype": cell.dtype, "device": cell.device, "seed": cell.seed}
+    diffs = compare_outputs(
+        outputs(cell.spec, reference, batch, **like), outputs(cell.spec, backend, batch, **like)
+    )
+    summary = parity_record(diffs)
+    part["metrics"] = {"parity": summary}
+    if summary["max"] > limit:
+        return {
+            **part,
+            "status": "failed",
+            "reason": f"max relative difference {summary['max']:.2e} > {limit:.0e}",
+        }
+    return part

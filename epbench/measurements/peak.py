@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from epbench.core.flops import op_flops
-from epbench.core.protocols import Backend
+from epbench.core.protocols import Backend, OpTimingBackend
 
 MIN_SECONDS = 0.01  # each timed repetition of an op lasts at least this long
 REPEATS = 3
@@ -115,12 +115,16 @@ def measure_ops(
     "source" (who reached it), "backend_seconds", "numpy_seconds" (CPU only)}. "seconds" is None
     when nothing could time the op (a GPU backend without `op_seconds`)."""
     ops = list(dict.fromkeys(ops))
-    method = getattr(backend, "op_seconds", None)
+    timer = backend if isinstance(backend, OpTimingBackend) else None
     on_cpu = device == "cpu"
     reference = numpy_seconds(ops, dtype=dtype, min_seconds=min_seconds) if on_cpu else []
     out: dict[tuple, dict[str, Any]] = {}
     for i, op in enumerate(ops):
-        own = method(op, dtype=dtype, device=device, min_seconds=min_seconds) if method else None
+        own = (
+            timer.op_seconds(op, dtype=dtype, device=device, min_seconds=min_seconds)
+            if timer is not None
+            else None
+        )
         other = reference[i] if on_cpu else None
         timed = [(s, source) for s, source in ((own, backend.name), (other, "numpy")) if s]
         seconds, source = min(timed) if timed else (None, None)

@@ -5,12 +5,10 @@ targets: 1.5× its samples/s. A 2-core machine shared with other work drifts by 
 between runs, so an absolute samples/s taken on one day is not comparable with one taken on
 another; a ratio measured in the same run, steps interleaved, is.
 
-A backend offers the yardstick through an OPTIONAL method (duck-typed, as those of epbench.measurements.peak):
-
-    reference_network(model, *, dtype, device) -> object | None
-        the model computed the way the paper's implementation computes it, with `load`,
-        `ep_step` (one-sided), `bptt_step` and `synchronize` as in `epbench.core.protocols.Network`;
-        None when the backend has no re-creation for `model`.
+A backend offers the yardstick through the optional capability `ReferenceBackend`
+(epbench.core.protocols): `reference_network(model, *, dtype, device)` gives the model computed
+the way the paper's implementation computes it (`load`, one-sided `ep_step`, `bptt_step`,
+`synchronize`: a `ReferenceNetwork`), or None when the backend has no re-creation for `model`.
 
 The torch backend re-creates it for the paper's P-conv (epbench_torch/reference_conv.py), and its
 tests check that it computes the same updates as the backend's own network.
@@ -31,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from epbench.core.protocols import Backend
+from epbench.core.protocols import Backend, ReferenceBackend
 from epbench.core.spec import TaskSpec
 
 ALGORITHMS = ("ep", "bptt")
@@ -40,8 +38,9 @@ PAIRS = 5  # rounds per algorithm (each round: one step of each network)
 
 def reference_of(backend: Backend, spec: TaskSpec, *, dtype: str, device: str) -> Any | None:
     """The backend's re-creation of the reference implementation for the cell's model, or None."""
-    method = getattr(backend, "reference_network", None)
-    return None if method is None else method(spec.model, dtype=dtype, device=device)
+    if not isinstance(backend, ReferenceBackend):
+        return None
+    return backend.reference_network(spec.model, dtype=dtype, device=device)
 
 
 def _seconds(net: Any, step: Callable[[Any], tuple], params: Any) -> tuple[Any, float]:

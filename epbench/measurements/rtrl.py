@@ -1,4 +1,4 @@
-"""The `rtrl` measurement: RTRL as a third way to the truncated gradient (PAPER.md §6.3).
+"""The `rtrl` measurement: RTRL as a third way to the truncated gradient (docs/theory.md §6.3).
 
 On one mini-batch at the seed's initial weights, from the same states, three computations of the
 learning signal of the last K steps:
@@ -31,13 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from epbench.core.errors import EpbenchError
+from epbench.core.estimators import signed_beta
+from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
-from epbench.core.protocols import Backend
-from epbench.core.records import RecordWriter
-from epbench.core.spec import TaskSpec
-from epbench.run.matrix import RunOptions, failed_record, measurement_record
+from epbench.core.protocols import Backend, MemoryStatsBackend, RtrlNetwork
 
 METHODS = ("rtrl", "bptt", "ep")
 TOLERANCE = {"float64": 1e-8, "float32": 1e-3}  # RTRL against Σ_t ∇BPTT (relative)
@@ -87,9 +85,9 @@ def measure(
 
 def _device_memory(backend: Backend, device: str, call: Callable[[], Any], sync) -> int | None:
     """Peak − current device memory of one `call`, from the backend's optional `memory_stats`."""
-    stats = getattr(backend, "memory_stats", None)
-    if stats is None:
+    if not isinstance(backend, MemoryStatsBackend):
         return None
+    stats = backend.memory_stats
     before = stats(device, reset=True)
     call()
     sync()
@@ -99,112 +97,71 @@ def _device_memory(backend: Backend, device: str, call: Callable[[], Any], sync)
     return max(0, int(after["peak_bytes"]) - int(before["current_bytes"]))
 
 
-def run_rtrl(
-    spec: TaskSpec,
-    backend: Backend,
-    batch: tuple,
-    options: RunOptions,
-    writer: RecordWriter,
-    env: dict[str, Any],
-) -> dict[str, Any]:
-    """Measure one `rtrl` cell on one backend (module doc) and return its record (not written)."""
-    dtype = options.dtype or spec.dtype
-    record = measurement_record(spec, backend, options, env, measurement="rtrl")
-    if record.get("status") == "skipped":
-        return record
+def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:
+    """Measure one `rtrl` cell on one backend (module doc): the record's fields. A skip when the
+    backend's network has no RTRL (`RtrlNetwork`, optional) or the sensitivities would not fit."""
+    spec, dtype, device = cell.spec, cell.dtype, cell.device
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
-    params_np = init_params(spec.model, seed=options.seed, dtype=dtype)
+    params_np = init_params(spec.model, seed=cell.seed, dtype=dtype)
     count = int(sum(v.size for v in params_np.values()))
     states = int(x.shape[0] * sum(spec.model.sizes))
     sizes = {"params": count, "states": states, "tangents": count * states}
     if count * states > MAX_TANGENTS:
         return {
-            **record,
             "metrics": {"rtrl": sizes},
             "status": "skipped",
             "reason": f"RTRL would carry P·states = {count * states:,} sensitivities "
             f"(limit {MAX_TANGENTS:,}): use a smaller model or batch",
         }
     T, K = spec.dynamics.T, spec.dynamics.K
-    beta, symmetric = record["beta_used"], record["symmetric"]
-    try:
-        net = backend.build(spec.model, dtype=dtype, device=options.device)
-        if not hasattr(net, "rtrl_gradient"):
-            return {
-                **record,
-                "status": "skipped",
-                "reason": f"{backend.name}: this network has no rtrl_gradient (optional)",
-            }
-        params = net.load(params_np)
-        mid, _ = net.free_phase(params, x, steps=T - K)
-        star, residual = net.free_phase(params, x, steps=K, start=mid)
-        calls = {
-            "rtrl": lambda: net.rtrl_gradient(params, x, y, start=mid, steps=K),
-            "bptt": lambda: net.bptt_trace(params, x, y, start=mid, steps=K),
-            "ep": lambda: net.ep_trace(
-                params, x, y, start=star, beta=beta, steps=K, symmetric=symmetric
-            ),
+    beta, symmetric = signed_beta(spec.dynamics, seed=cell.seed)
+    net = backend.build(spec.model, dtype=dtype, device=device)
+    if not isinstance(net, RtrlNetwork):
+        return {
+            "status": "skipped",
+            "reason": f"{backend.name}: this network has no rtrl_gradient (optional RtrlNetwork)",
         }
-        gpu = options.device != "cpu" and hasattr(backend, "memory_stats")
-        outputs, timings = {}, {}
-        for method in METHODS:
-            call = calls[method]
-            memory = (
-                (lambda c=call: _device_memory(backend, options.device, c, net.synchronize))
-                if gpu
-                else None
-            )
-            outputs[method], timings[method] = measure(
-                call, sync=net.synchronize, repeat=options.repeat, memory=memory
-            )
-    except EpbenchError:
-        raise
-    except Exception as err:  # a backend failure fails this cell only
-        return failed_record(record, err)
+    params = net.load(params_np)
+    mid, _ = net.free_phase(params, x, steps=T - K)
+    star, residual = net.free_phase(params, x, steps=K, start=mid)
+    calls = {
+        "rtrl": lambda: net.rtrl_gradient(params, x, y, start=mid, steps=K),
+        "bptt": lambda: net.bptt_trace(params, x, y, start=mid, steps=K),
+        "ep": lambda: net.ep_trace(
+            params, x, y, start=star, beta=beta, steps=K, symmetric=symmetric
+        ),
+    }
+    gpu = device != "cpu" and isinstance(backend, MemoryStatsBackend)
+    outputs, timings = {}, {}
+    for method in METHODS:
+        call = calls[method]
+        memory = (
+            (lambda c=call: _device_memory(backend, device, c, net.synchronize)) if gpu else None
+        )
+        outputs[method], timings[method] = measure(
+            call, sync=net.synchronize, repeat=cell.repeat, memory=memory
+        )
     total = {name: outputs["bptt"][name].sum(axis=0) for name in params_np}
     diffs = {name: relative_difference(outputs["rtrl"][name], total[name]) for name in params_np}
     worst = max(diffs.values())
-    record["timings"] = {
-        "first_seconds": sum(t["first_seconds"] for t in timings.values()),
-        "steady_seconds": timings["rtrl"]["steady_seconds"],
-        "methods": timings,
-        "repeats": max(1, options.repeat),
-    }
-    record["peak_memory_bytes"] = peak_memory_bytes()
-    record["metrics"] = {
-        "residual": float(residual),
-        "rtrl": {**sizes, "max_rel_diff": worst, "rel_diff": diffs},
+    part: dict[str, Any] = {
+        "timings": {
+            "first_seconds": sum(t["first_seconds"] for t in timings.values()),
+            "steady_seconds": timings["rtrl"]["steady_seconds"],
+            "methods": timings,
+            "repeats": max(1, cell.repeat),
+        },
+        "peak_memory_bytes": peak_memory_bytes(),
+        "metrics": {
+            "residual": float(residual),
+            "rtrl": {**sizes, "max_rel_diff": worst, "rel_diff": diffs},
+        },
     }
     limit = TOLERANCE.get(dtype, 1e-3)
     if not math.isfinite(worst) or worst > limit:
         return {
-            **record,
+            **part,
             "status": "failed",
             "reason": f"RTRL differs from Σ_t ∇BPTT by {worst:.2e} (> {limit:.0e})",
         }
-    return {**record, "status": "ok", "reason": None}
-
-
-def rtrl_table(records: list[dict[str, Any]]) -> str:
-    """One row per `rtrl` record: steady seconds and memory of RTRL, BPTT and EP, and the largest
-    relative difference RTRL − Σ_t ∇BPTT."""
-    from tabulate import tabulate
-
-    rows = []
-    for r in records:
-        if r.get("measurement") != "rtrl":
-            continue
-        methods = (r.get("timings") or {}).get("methods", {})
-        row = [r["cell"], r["backend"], r["dtype"], r["status"]]
-        for method in METHODS:
-            t = methods.get(method, {})
-            seconds, memory = t.get("steady_seconds"), t.get("memory_bytes")
-            row.append("—" if seconds is None else f"{seconds * 1e3:.2f}")
-            row.append("—" if memory is None else f"{memory / 2**20:.1f}")
-        diff = ((r.get("metrics") or {}).get("rtrl") or {}).get("max_rel_diff")
-        row.append("—" if diff is None else f"{diff:.1e}")
-        rows.append(row)
-    headers = ["cell", "backend", "dtype", "status"]
-    for method in METHODS:
-        headers += [f"{method} ms", f"{method} MiB"]
-    return tabulate(rows, headers=[*headers, "RTRL vs BPTT"], tablefmt="github")
+    return part

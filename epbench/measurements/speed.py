@@ -52,29 +52,24 @@ runs on it: the median of repetitions is reported, and the spread is kept in the
 
 from __future__ import annotations
 
-import cProfile
-import io
-import pstats
 import statistics
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from epbench.core.errors import EpbenchError
 from epbench.core.flops import ALGORITHMS, phase_ops, total_flops, training_ops
+from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params, learning_rates, param_shapes
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
-from epbench.core.protocols import Backend, Network
-from epbench.core.records import RecordWriter
+from epbench.core.protocols import Backend, MemoryStatsBackend, Network
 from epbench.core.spec import TaskSpec
 from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
 from epbench.measurements.reference import PAIRS, reference_of, time_against_reference
-from epbench.run.matrix import RunOptions, failed_record, measurement_record
 
 REPEATS = 3  # repetitions per algorithm (the first is a single step); --repeat raises it
 REP_SECONDS = 0.25  # target length of one repetition
@@ -122,8 +117,9 @@ def calls_per_round(first: float) -> int:
 
 def _memory(backend: Backend, device: str, *, reset: bool) -> dict[str, Any] | None:
     """The backend's allocator statistics on a GPU (optional method), else None."""
-    method = getattr(backend, "memory_stats", None)
-    return method(device, reset=reset) if method is not None and device != "cpu" else None
+    if device == "cpu" or not isinstance(backend, MemoryStatsBackend):
+        return None
+    return backend.memory_stats(device, reset=reset)
 
 
 @dataclass(frozen=True)
@@ -251,80 +247,76 @@ def paired_phases(
     return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
 
 
-def run_speed(
-    spec: TaskSpec,
-    backend: Backend,
-    batch: tuple,
-    options: RunOptions,
-    writer: RecordWriter,
-    env: dict[str, Any],
+def _time_cell(
+    backend: Backend, spec: TaskSpec, params_np: dict, x: np.ndarray, y: np.ndarray, *,
+    counts: dict[str, Counter], dtype: str, device: str, repeats: int, pairs: int,
 ) -> dict[str, Any]:
-    """Measure one speed cell on one backend and return its record (not yet written):
-    `metrics["speed"][algorithm]` for each of ALGORITHMS (module doc), `metrics["phases"]` (the
-    free phase alone), `metrics["throughput"]` (the ops timed alone), `metrics["flops"]`."""
-    dtype = options.dtype or spec.dtype
-    record = measurement_record(spec, backend, options, env, measurement="speed")
-    if record.get("status") == "skipped":
-        return record
+    """The timed part of a speed cell: the ops alone before, the free phase and ALGORITHMS in
+    interleaved rounds, the reference re-creation where there is one, the ops alone after."""
+    every: Counter = sum(counts.values(), Counter())
+    before = measure_ops(backend, every, dtype=dtype, device=device)
+    like = {"dtype": dtype, "device": device}
+    timed = {"free": prepare_free_phase(backend, spec, params_np, x, **like)}
+    for algorithm in ALGORITHMS:
+        timed[algorithm] = prepare_algorithm(
+            backend, spec, params_np, x, y, algorithm=algorithm, **like
+        )
+    per_call, calls = time_rounds(timed, repeats=repeats)
+    reference = reference_of(backend, spec, dtype=dtype, device=device)
+    against = None
+    if reference is not None:
+        against = time_against_reference(
+            backend, reference, spec, params_np, x, y,
+            step_function=step_function, dtype=dtype, device=device, pairs=pairs,
+        )
+    after = measure_ops(backend, every, dtype=dtype, device=device)
+    return {
+        "per_call": per_call, "calls": calls, "info": {k: t.info for k, t in timed.items()},
+        "against": against, "measured": fastest(before, after),
+    }
+
+
+def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:
+    """Measure one speed cell on one backend: the record's fields — `metrics["speed"][algorithm]`
+    for each of ALGORITHMS (module doc), `metrics["phases"]` (the free phase alone),
+    `metrics["throughput"]` (the ops timed alone), `metrics["reference"]` where the backend
+    re-creates the paper's implementation."""
+    spec, dtype = cell.spec, cell.dtype
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
-    params_np = init_params(spec.model, seed=options.seed, dtype=dtype)
+    params_np = init_params(spec.model, seed=cell.seed, dtype=dtype)
     T, K, B = spec.dynamics.T, spec.dynamics.K, x.shape[0]
-    repeats = max(REPEATS, options.repeat)
+    repeats = max(REPEATS, cell.repeat)
     started = time.perf_counter()
-    try:
-        counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
-        every: Counter = sum(counts.values(), Counter())
-        before = measure_ops(backend, every, dtype=dtype, device=options.device)
-        like = {"dtype": dtype, "device": options.device}
-        timed = {"free": prepare_free_phase(backend, spec, params_np, x, **like)}
-        for algorithm in ALGORITHMS:
-            timed[algorithm] = prepare_algorithm(
-                backend, spec, params_np, x, y, algorithm=algorithm, **like
-            )
-        per_call, calls = time_rounds(timed, repeats=repeats)
-        free = {"free_seconds": statistics.median(per_call["free"]), **timed["free"].info}
-        results = {
-            a: {**step_summary(per_call[a], batch=B, calls=calls[a]), **timed[a].info}
-            for a in ALGORITHMS
+    counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
+    got = _time_cell(
+        backend, spec, params_np, x, y, counts=counts, dtype=dtype, device=cell.device,
+        repeats=repeats, pairs=max(PAIRS, cell.repeat),
+    )
+    per_call, measured = got["per_call"], got["measured"]
+    free = {"free_seconds": statistics.median(per_call["free"]), **got["info"]["free"]}
+    results = {}
+    for algorithm in ALGORITHMS:
+        result = {
+            **step_summary(per_call[algorithm], batch=B, calls=got["calls"][algorithm]),
+            **got["info"][algorithm],
         }
-        reference = reference_of(backend, spec, dtype=dtype, device=options.device)
-        against = None
-        if reference is not None:
-            against = time_against_reference(
-                backend,
-                reference,
-                spec,
-                params_np,
-                x,
-                y,
-                step_function=step_function,
-                dtype=dtype,
-                device=options.device,
-                pairs=max(PAIRS, options.repeat),
-            )
-        after = measure_ops(backend, every, dtype=dtype, device=options.device)
-        measured = fastest(before, after)
-    except EpbenchError:
-        raise
-    except Exception as err:  # a backend failure fails this cell only
-        return failed_record(record, err)
-    for algorithm, result in results.items():
         step = result["step_seconds"]
         bound = flop_bound_seconds(counts[algorithm], measured)
         flops = total_flops(counts[algorithm])
         by_phase = phase_ops(spec.model, batch=B, T=T, K=K, algorithm=algorithm)
-        result.update(
+        results[algorithm] = {
+            **result,
             # paired per round, without the unpaired first calls
-            phases=paired_phases(
+            "phases": paired_phases(
                 algorithm, per_call[algorithm][1:], per_call["free"][1:], T=T, K=K
             ),
-            flops=flops,
-            flops_by_phase={name: total_flops(ops) for name, ops in by_phase.items()},
-            achieved_flops_per_s=flops / step,
-            flop_bound_seconds=bound,
-            flop_fraction=bound / step if bound is not None else None,
-        )
-    record["metrics"] = {
+            "flops": flops,
+            "flops_by_phase": {name: total_flops(ops) for name, ops in by_phase.items()},
+            "achieved_flops_per_s": flops / step,
+            "flop_bound_seconds": bound,
+            "flop_fraction": bound / step if bound is not None else None,
+        }
+    metrics: dict[str, Any] = {
         "speed": results,
         "phases": free,
         "throughput": {
@@ -334,59 +326,11 @@ def run_speed(
             ),
         },
     }
-    if against is not None:
-        record["metrics"]["reference"] = against
-    record["timings"] = {"seconds": time.perf_counter() - started, "repeats": repeats}
+    if got["against"] is not None:
+        metrics["reference"] = got["against"]
     peaks = [r["peak_memory_bytes"] for r in results.values() if r["peak_memory_bytes"]]
-    record["peak_memory_bytes"] = max(peaks, default=None)
-    return {**record, "status": "ok", "reason": None}
-
-
-def profile_steps(
-    spec: TaskSpec,
-    backend: Backend,
-    batch: tuple,
-    *,
-    algorithm: str,
-    steps: int,
-    dtype: str,
-    device: str,
-    seed: int,
-    folder: Path,
-    rows: int = 30,
-) -> dict[str, Any]:
-    """Where the time of `steps` training steps of `algorithm` goes: they run (after one warm-up
-    step) under cProfile — `folder`/<stem>.prof and the top `rows` functions by own time in
-    <stem>.txt — then once more under the backend's own profiler when it offers the optional
-    `profile_summary` (torch: per-op table; jax: a trace), written to the folder <stem>/.
-    Returns the paths, the seconds per step and both summaries."""
-    x, y = (np.asarray(a, dtype=dtype) for a in batch)
-    net = backend.build(spec.model, dtype=dtype, device=device)
-    step = step_function(net, spec, x, y, algorithm=algorithm)
-    params, _, _ = step(net.load(init_params(spec.model, seed=seed, dtype=dtype)))
-    net.synchronize()
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{spec.cell}_{backend.name}_{device}_{algorithm}".replace("[", "(").replace("]", ")")
-    profiler = cProfile.Profile()
-    start = time.perf_counter()
-    profiler.enable()
-    params, _ = run_steps(net, step, params, steps)
-    profiler.disable()
-    seconds = (time.perf_counter() - start) / steps
-    profiler.dump_stats(folder / f"{stem}.prof")
-    text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
-    (folder / f"{stem}.txt").write_text(text.getvalue(), encoding="utf-8")
-    own = getattr(backend, "profile_summary", None)
-    summary = None
-    if own is not None:
-        summary = own(
-            lambda: run_steps(net, step, params, steps), device=device, folder=folder / stem
-        )
     return {
-        "cprofile": str(folder / f"{stem}.prof"),
-        "cprofile_text": str(folder / f"{stem}.txt"),
-        "cprofile_summary": text.getvalue(),
-        "backend_summary": summary,
-        "seconds_per_step": seconds,
+        "metrics": metrics,
+        "timings": {"seconds": time.perf_counter() - started, "repeats": repeats},
+        "peak_memory_bytes": max(peaks, default=None),
     }

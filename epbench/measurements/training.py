@@ -1,17 +1,17 @@
-"""The `train` measurement (PAPER.md §5, Table 1): EP and BPTT trained from identical weights.
+"""The `train` measurement (docs/theory.md §5, Table 1): EP and BPTT trained from identical weights.
 
 For one cell, backend, dtype and seed, each algorithm (`ep`, `bptt`) starts from the canonical
 initial parameters `init_params(model, seed=seed)` and runs plain SGD (no momentum) with the
 per-layer learning rates `train.lrs` (output layer first, `epbench.core.params.learning_rates`) through
 the backend's own steps:
 
-    ep     Network.ep_step:   θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff   (PAPER.md §2)
+    ep     Network.ep_step:   θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff   (docs/theory.md §2)
     bptt   Network.bptt_step: θ ← θ − lr · ∂L/∂θ, BPTT truncated to the last K of T steps
 
 Both see the same mini-batches in the same order: epoch e shuffles with a generator derived from
 (seed, e) (`epoch_order`), so a run resumed at an epoch boundary continues exactly. The random-sign
 estimator draws the sign of β per batch from (seed, e) too (`epoch_betas`); the other estimators
-use `runner.nudge` semantics (a fixed ±β, or the symmetric ±β pair).
+use `epbench.core.estimators.signed_beta` (a fixed ±β, or the symmetric ±β pair).
 
 Per epoch the record gets the online train error (the errors the step reports at the free fixed
 point, before that step's update, as the paper counts them), the test error of the free phase
@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ from epbench.config import datasets
 from epbench.config.tasks import config_hash
 from epbench.core.checkpoint import load_checkpoint, save_checkpoint
 from epbench.core.errors import ResultsError, TaskError
+from epbench.core.estimators import NUDGE_STREAM
 from epbench.core.params import feedback_angles_deg, feedback_names, learning_rates
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
 from epbench.core.protocols import Backend, Network
@@ -61,7 +63,7 @@ from epbench.core.spec import TaskSpec
 
 ALGORITHMS = ("ep", "bptt")
 CURVES = ("train_error", "test_error", "loss", "epoch_seconds", "test_seconds")
-SHUFFLE_STREAM, NUDGE_STREAM = 1, 2  # second entry of the generator seeds [seed, stream, epoch]
+SHUFFLE_STREAM = 1  # second entry of the generator seeds [seed, stream, epoch]
 STREAMS = {"shuffle": SHUFFLE_STREAM, "nudge": NUDGE_STREAM}
 ANGLE_CURVE = "feedback_angle_deg"  # per-epoch curve prefix of asymmetric models
 CHECK_EVERY = 50  # training steps between divergence checks (one device sync each)
@@ -110,8 +112,8 @@ def epoch_order(n: int, *, batch: int, seed: int, epoch: int) -> list[np.ndarray
 
 
 def epoch_betas(beta: float, *, estimator: str, seed: int, epoch: int, steps: int) -> list[float]:
-    """β of each training step of an epoch. `beta` is `runner.nudge`'s signed β; random-sign draws
-    the sign per batch, from `default_rng([seed, NUDGE_STREAM, epoch])` (PAPER.md §7)."""
+    """β of each training step of an epoch. `beta` is the signed β of `epbench.core.estimators.signed_beta`; random-sign draws
+    the sign per batch, from `default_rng([seed, NUDGE_STREAM, epoch])` (docs/theory.md §7)."""
     if estimator != "random-sign":
         return [float(beta)] * steps
     draws = np.random.default_rng([seed, NUDGE_STREAM, epoch]).random(steps)
@@ -130,6 +132,133 @@ def evaluate(net: Network, params: Any, data: TrainingData, *, steps: int, batch
 
 def _finite_params(params: dict[str, np.ndarray]) -> bool:
     return all(bool(np.all(np.isfinite(v))) for v in params.values())
+
+
+@dataclass(kw_only=True)
+class _Run:
+    """The state of one algorithm's training run: what a checkpoint holds."""
+
+    params: dict[str, np.ndarray]
+    curves: dict[str, list[float]]
+    done: int = 0
+    diverged: dict[str, Any] | None = None
+    compile_seconds: float | None = None
+
+
+def _resumed(checkpoint: Path, run: _Run, *, expected: dict[str, Any], epochs: int) -> _Run:
+    """`run` continued from `checkpoint` (the same run's, or a ResultsError saying why not)."""
+    saved = load_checkpoint(checkpoint)
+    if saved is None:
+        return run
+    found = {k: saved.meta.get(k) for k in expected}
+    if found != expected:
+        raise ResultsError(
+            f"{checkpoint}: expected a checkpoint of {expected}, found {found}; "
+            "delete it or run without --resume"
+        )
+    if saved.meta["epoch"] > epochs:
+        raise ResultsError(
+            f"{checkpoint}: expected at most train.epochs = {epochs} epochs, found a "
+            f"checkpoint after {saved.meta['epoch']}; delete it or run without --resume"
+        )
+    return _Run(
+        params=saved.params,
+        curves={name: list(saved.curves.get(name, [])) for name in run.curves},
+        done=saved.meta["epoch"],
+        diverged=saved.meta["diverged"],
+        compile_seconds=saved.meta.get("compile_seconds"),
+    )
+
+
+def _warm_up(net: Network, step: Callable, run: _Run, data: TrainingData, **like: Any) -> float:
+    """Seconds of a throw-away first step and first test predictions (where JIT compilation
+    happens), on a copy of the weights."""
+    B, T, test_batch, beta = like["batch"], like["steps"], like["test_batch"], like["beta"]
+    start = time.perf_counter()
+    scratch, loss, _ = step(net.load(run.params), data.x[:B], data.y[:B], float(beta))
+    float(loss)
+    for size in sorted({min(test_batch, len(data.x_test)), len(data.x_test) % test_batch}):
+        if size:
+            net.predict(scratch, data.x_test[:size], steps=T)
+    net.synchronize()
+    return time.perf_counter() - start
+
+
+def _epoch(
+    net: Network,
+    step: Callable,
+    params: Any,
+    data: TrainingData,
+    *,
+    order: list[np.ndarray],
+    betas: list[float],
+    title: str,
+    progress: str | None,
+) -> tuple[Any, Any, Any, int | None, float]:
+    """One epoch of steps over the mini-batches `order`: (params, summed loss, summed errors,
+    the 1-based step of the first non-finite loss or None, seconds). The losses are read once
+    every CHECK_EVERY steps (one device sync): the divergence check and the progress."""
+    B = len(order[0])
+    bar = tqdm(
+        total=len(order) * B,
+        desc=title,
+        unit="img",
+        disable=progress != "bar",
+        leave=False,
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
+    loss_sum = errors_sum = None
+    window: list[Any] = []  # the losses since the last check (0-d backend arrays)
+    bad_step = None
+    net.synchronize()
+    start = last_line = time.perf_counter()
+    for i, rows in enumerate(order, 1):
+        params, loss, errors = step(params, data.x[rows], data.y[rows], betas[i - 1])
+        loss_sum = loss if loss_sum is None else loss_sum + loss
+        errors_sum = errors if errors_sum is None else errors_sum + errors
+        window.append(loss)
+        if i % CHECK_EVERY == 0 or i == len(order):
+            value = float(loss_sum)
+            bar.update(len(window) * B)
+            bar.set_postfix(loss=f"{value / i:.4f}", refresh=False)
+            now = time.perf_counter()
+            if progress == "lines" and now - last_line >= LINE_SECONDS:
+                last_line = now
+                print(
+                    f"{title}: {i * B:,}/{len(order) * B:,} img, "
+                    f"{i * B / (now - start):,.0f} img/s, loss {value / i:.4f}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            if not math.isfinite(value):  # the first step whose loss is NaN or inf
+                bad = next(
+                    (j for j, v in enumerate(window) if not math.isfinite(float(v))),
+                    len(window) - 1,  # only the sum overflowed
+                )
+                bad_step = i - len(window) + bad + 1
+                break
+            window.clear()
+    net.synchronize()
+    seconds = time.perf_counter() - start
+    bar.close()
+    return params, loss_sum, errors_sum, bad_step, seconds
+
+
+def _step_function(net: Network, spec: TaskSpec, *, algorithm: str, symmetric: bool) -> Callable:
+    """(params, x, y, β) → (params, loss, errors): one training step of `algorithm` with the
+    cell's T, K and learning rates (docs/theory.md §2: EP applies Σ_t ΔEP_θ, BPTT −∂L/∂θ)."""
+    T, K = spec.dynamics.T, spec.dynamics.K
+    lrs = learning_rates(spec.model, spec.train.lrs, feedback=spec.train.feedback)
+
+    def step(params: Any, x: np.ndarray, y: np.ndarray, b: float) -> tuple[Any, Any, Any]:
+        if algorithm == "ep":
+            return net.ep_step(
+                params, x, y, free_steps=T, steps=K, beta=b, lrs=lrs, symmetric=symmetric
+            )
+        return net.bptt_step(params, x, y, free_steps=T, steps=K, lrs=lrs)
+
+    return step
 
 
 def train_algorithm(
@@ -152,165 +281,144 @@ def train_algorithm(
     """Train one algorithm ("ep" or "bptt") for `train.epochs` epochs and return its metrics.
 
     In: the backend, the canonical initial parameters (numpy), the dataset, the cell, the seed and
-    the nudge (`runner.nudge`), the checkpoint file; with `resume`, an existing checkpoint of the
-    same run is continued (or returned as it is when it is complete or diverged); `progress`
-    None, "bar" or "lines" (module doc), each line starting with `label`.
+    the nudge (`epbench.core.estimators.signed_beta`), the checkpoint file; with `resume`, an
+    existing checkpoint of the same run is continued (or returned as it is when it is complete
+    or diverged); `progress` None, "bar" or "lines" (module doc), each line starting with `label`.
     Out: a JSON-ready dict: `status` ("ok" | "diverged"), `diverged` (None or epoch, step, what),
     the per-epoch lists of `CURVES`, `samples_per_s`, `peak_memory_bytes`, `compile_seconds`,
     `steps_per_epoch`, `epochs_done`, `resumed_from`. Backend exceptions propagate.
     """
     if progress is not None and progress not in PROGRESS:
         raise ValueError(f"progress: expected None or one of {PROGRESS}, found {progress!r}")
-    T, K, B = spec.dynamics.T, spec.dynamics.K, spec.data.batch
-    epochs, test_batch = spec.train.epochs, spec.train.test_batch
-    lrs = learning_rates(spec.model, spec.train.lrs, feedback=spec.train.feedback)
+    T, B, epochs = spec.dynamics.T, spec.data.batch, spec.train.epochs
     steps_per_epoch = len(data.x) // B
     key = run_key(spec)
     curves: dict[str, list[float]] = {name: [] for name in CURVES}
     curves.update({f"{ANGLE_CURVE}.{name}": [] for name in feedback_names(spec.model)})
-    params_np, done, diverged, compile_seconds = initial, 0, None, None
-    saved = load_checkpoint(checkpoint) if resume else None
-    if saved is not None:
-        expected = {"key": key, "algorithm": algorithm, "seed": seed, "steps": steps_per_epoch}
-        found = {k: saved.meta.get(k) for k in expected}
-        if found != expected:
-            raise ResultsError(
-                f"{checkpoint}: expected a checkpoint of {expected}, found {found}; "
-                "delete it or run without --resume"
-            )
-        params_np, done, diverged = saved.params, saved.meta["epoch"], saved.meta["diverged"]
-        curves.update({name: list(saved.curves.get(name, [])) for name in curves})
-        compile_seconds = saved.meta.get("compile_seconds")
-        if done > epochs:
-            raise ResultsError(
-                f"{checkpoint}: expected at most train.epochs = {epochs} epochs, found a "
-                f"checkpoint after {done}; delete it or run without --resume"
-            )
-    resumed_from = done
-
-    def step(params: Any, x: np.ndarray, y: np.ndarray, b: float) -> tuple[Any, Any, Any]:
-        if algorithm == "ep":
-            return net.ep_step(
-                params, x, y, free_steps=T, steps=K, beta=b, lrs=lrs, symmetric=symmetric
-            )
-        return net.bptt_step(params, x, y, free_steps=T, steps=K, lrs=lrs)
+    run = _Run(params=initial, curves=curves)
+    expected = {"key": key, "algorithm": algorithm, "seed": seed, "steps": steps_per_epoch}
+    if resume:
+        run = _resumed(checkpoint, run, expected=expected, epochs=epochs)
+    resumed_from = run.done
 
     def save(params: dict[str, np.ndarray]) -> None:
-        meta = {
-            "key": key,
-            "algorithm": algorithm,
-            "seed": seed,
-            "steps": steps_per_epoch,
-            "epoch": done,
-            "diverged": diverged,
-            "compile_seconds": compile_seconds,
-            "rng": {"seed": seed, "next_epoch": done + 1, "streams": STREAMS},
-            "cell": spec.cell,
-            "config_hash": config_hash(spec.config),
-        }
-        save_checkpoint(checkpoint, params=params, curves=curves, meta=meta)
+        _save(checkpoint, run, params, spec=spec, identity=expected)
 
     reset_peak_memory()
-    if diverged is None and done < epochs:
-        # Warm-up on a throw-away copy: build, first step, first predictions (compilation).
-        start = time.perf_counter()
+    if run.diverged is None and run.done < epochs:
         net = backend.build(spec.model, dtype=dtype, device=device)
-        scratch, loss, _ = step(net.load(params_np), data.x[:B], data.y[:B], float(beta))
-        float(loss)
-        for size in sorted({min(test_batch, len(data.x_test)), len(data.x_test) % test_batch}):
-            if size:
-                net.predict(scratch, data.x_test[:size], steps=T)
-        net.synchronize()
-        warm = time.perf_counter() - start
-        compile_seconds = warm if compile_seconds is None else compile_seconds
-        params = net.load(params_np)
-    while diverged is None and done < epochs:
-        epoch = done + 1
+        step = _step_function(net, spec, algorithm=algorithm, symmetric=symmetric)
+        warm = _warm_up(
+            net, step, run, data, batch=B, steps=T, test_batch=spec.train.test_batch, beta=beta
+        )
+        run.compile_seconds = warm if run.compile_seconds is None else run.compile_seconds
+        params = net.load(run.params)
+    while run.diverged is None and run.done < epochs:
+        epoch = run.done + 1
         order = epoch_order(len(data.x), batch=B, seed=seed, epoch=epoch)
         betas = epoch_betas(
             beta, estimator=spec.dynamics.estimator, seed=seed, epoch=epoch, steps=len(order)
         )
         title = f"{label} {algorithm} epoch {epoch}/{epochs}".strip()
-        bar = tqdm(
-            total=len(order) * B,
-            desc=title,
-            unit="img",
-            disable=progress != "bar",
-            leave=False,
-            file=sys.stderr,
-            dynamic_ncols=True,
+        params, loss_sum, errors_sum, bad_step, seconds = _epoch(
+            net, step, params, data, order=order, betas=betas, title=title, progress=progress
         )
-        loss_sum = errors_sum = None
-        window: list[Any] = []  # the losses since the last check (0-d backend arrays)
-        net.synchronize()
-        start = last_line = time.perf_counter()
-        for i, rows in enumerate(order, 1):
-            params, loss, errors = step(params, data.x[rows], data.y[rows], betas[i - 1])
-            loss_sum = loss if loss_sum is None else loss_sum + loss
-            errors_sum = errors if errors_sum is None else errors_sum + errors
-            window.append(loss)
-            if i % CHECK_EVERY == 0 or i == len(order):
-                value = float(loss_sum)  # one device sync per CHECK_EVERY steps
-                bar.update(len(window) * B)
-                bar.set_postfix(loss=f"{value / i:.4f}", refresh=False)
-                now_s = time.perf_counter()
-                if progress == "lines" and now_s - last_line >= LINE_SECONDS:
-                    last_line = now_s
-                    print(
-                        f"{title}: {i * B:,}/{len(order) * B:,} img, "
-                        f"{i * B / (now_s - start):,.0f} img/s, loss {value / i:.4f}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                if not math.isfinite(value):  # the first step whose loss is NaN or inf
-                    bad = next(
-                        (j for j, v in enumerate(window) if not math.isfinite(float(v))),
-                        len(window) - 1,  # only the sum overflowed
-                    )
-                    at = i - len(window) + bad + 1
-                    diverged = {"epoch": epoch, "step": at, "what": "non-finite loss"}
-                    break
-                window.clear()
-        net.synchronize()
-        seconds = time.perf_counter() - start
-        bar.close()
         now = net.dump(params)
-        if diverged is None and not _finite_params(now):
-            diverged = {"epoch": epoch, "step": len(order), "what": "non-finite parameters"}
-        if diverged is not None:
+        run.diverged = _divergence(bad_step, now, epoch=epoch, steps=len(order))
+        if run.diverged is not None:
             save(now)
             break
-        start = time.perf_counter()
-        test = evaluate(net, params, data, steps=T, batch=test_batch)
-        curves["test_seconds"].append(time.perf_counter() - start)
-        curves["train_error"].append(100.0 * int(errors_sum) / (len(order) * B))
-        curves["test_error"].append(test)
-        curves["loss"].append(float(loss_sum) / len(order))
-        curves["epoch_seconds"].append(seconds)
-        for name, angle in feedback_angles_deg(now).items():
-            curves[f"{ANGLE_CURVE}.{name}"].append(angle)
-        done = epoch
+        sums = {"loss": loss_sum, "errors": errors_sum, "seconds": seconds}
+        _record_epoch(run.curves, net, params, data, now, spec=spec, order=order, sums=sums)
+        run.done = epoch
         save(now)
         if progress is not None:
-            train = curves["train_error"][-1]
+            train, test = run.curves["train_error"][-1], run.curves["test_error"][-1]
             tqdm.write(
                 f"{title}: train {train:.2f} %, test {test:.2f} %, "
                 f"{len(order) * B / seconds:,.0f} img/s",
                 file=sys.stderr,
             )
-    seconds = sum(curves["epoch_seconds"])
-    samples = len(curves["epoch_seconds"]) * steps_per_epoch * B
+    return _summary(run, steps_per_epoch=steps_per_epoch, batch=B, resumed_from=resumed_from)
+
+
+def _divergence(
+    bad_step: int | None, params: dict[str, np.ndarray], *, epoch: int, steps: int
+) -> dict[str, Any] | None:
+    """How an epoch diverged — a non-finite loss at `bad_step`, or non-finite parameters at its
+    end — or None."""
+    if bad_step is not None:
+        return {"epoch": epoch, "step": bad_step, "what": "non-finite loss"}
+    if not _finite_params(params):
+        return {"epoch": epoch, "step": steps, "what": "non-finite parameters"}
+    return None
+
+
+def _save(
+    checkpoint: Path,
+    run: _Run,
+    params: dict[str, np.ndarray],
+    *,
+    spec: TaskSpec,
+    identity: dict[str, Any],
+) -> None:
+    """Write the run's checkpoint after an epoch (epbench.core.checkpoint): `params`, the curves,
+    and the meta a resume checks (`identity`: key, algorithm, seed, steps per epoch) and needs."""
+    seed = identity["seed"]
+    meta = {
+        **identity,
+        "epoch": run.done,
+        "diverged": run.diverged,
+        "compile_seconds": run.compile_seconds,
+        "rng": {"seed": seed, "next_epoch": run.done + 1, "streams": STREAMS},
+        "cell": spec.cell,
+        "config_hash": config_hash(spec.config),
+    }
+    save_checkpoint(checkpoint, params=params, curves=run.curves, meta=meta)
+
+
+def _summary(run: _Run, *, steps_per_epoch: int, batch: int, resumed_from: int) -> dict[str, Any]:
+    """The metrics of a finished (or diverged) run, as `train_algorithm` returns them."""
+    seconds = sum(run.curves["epoch_seconds"])
+    samples = len(run.curves["epoch_seconds"]) * steps_per_epoch * batch
     return {
-        "status": "ok" if diverged is None else "diverged",
-        "diverged": diverged,
-        **curves,
-        "epochs_done": done,
+        "status": "ok" if run.diverged is None else "diverged",
+        "diverged": run.diverged,
+        **run.curves,
+        "epochs_done": run.done,
         "steps_per_epoch": steps_per_epoch,
         "samples_per_s": samples / seconds if seconds > 0 else None,
         "peak_memory_bytes": peak_memory_bytes(),
-        "compile_seconds": compile_seconds,
+        "compile_seconds": run.compile_seconds,
         "resumed_from": resumed_from,
     }
+
+
+def _record_epoch(
+    curves: dict[str, list[float]],
+    net: Network,
+    params: Any,
+    data: TrainingData,
+    now: dict[str, np.ndarray],
+    *,
+    spec: TaskSpec,
+    order: list[np.ndarray],
+    sums: dict[str, Any],
+) -> None:
+    """Append one finished epoch to the curves: the test error of the free phase (timed apart),
+    the online train error and the mean loss (from the epoch's summed `loss` and `errors`), its
+    `seconds`, and the feedback angles."""
+    loss_sum, errors_sum, seconds = sums["loss"], sums["errors"], sums["seconds"]
+    B = spec.data.batch
+    start = time.perf_counter()
+    test = evaluate(net, params, data, steps=spec.dynamics.T, batch=spec.train.test_batch)
+    curves["test_seconds"].append(time.perf_counter() - start)
+    curves["train_error"].append(100.0 * int(errors_sum) / (len(order) * B))
+    curves["test_error"].append(test)
+    curves["loss"].append(float(loss_sum) / len(order))
+    curves["epoch_seconds"].append(seconds)
+    for name, angle in feedback_angles_deg(now).items():
+        curves[f"{ANGLE_CURVE}.{name}"].append(angle)
 
 
 def paired_difference(ep: dict[str, Any], bptt: dict[str, Any], key: str) -> float | None:

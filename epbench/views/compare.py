@@ -1,8 +1,8 @@
 """Regression gate over speed records: `epbench compare OLD NEW`.
 
 A *case* is one (cell, backend, device, dtype, algorithm) of a `speed` record with status ok
-(epbench.measurements.speed); when a side holds several records of a case, the last one read counts (files
-in name order, lines in order: the latest run). For every case of OLD:
+(epbench.measurements.speed); when a side holds several records of a case, the last one read
+counts (files in name order, lines in order: the latest run). For every case of OLD:
 
     time ratio     NEW step_seconds / OLD step_seconds (> 1: slower)
     memory ratio   NEW peak_memory_bytes / OLD peak_memory_bytes
@@ -14,6 +14,8 @@ in name order, lines in order: the latest run). For every case of OLD:
 
 A regression is a slower case, a case with more memory (when gated on memory) or a missing one;
 `compare` exits with 1 when there is one, so CI can adopt it as a gate.
+
+What comes in: records (`Record`s or dicts). What goes out: rows (dicts) and their table.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 from tabulate import tabulate
 
 from epbench.core.errors import EpbenchError
+from epbench.core.record import metrics_of
+from epbench.views.format import AnyRecord, records_in
 from epbench.views.speed_tables import LABELS
 
 THRESHOLD = 0.10
@@ -31,20 +35,20 @@ REGRESSIONS = ("slower", "more memory", "missing")
 FIELDS = ("cell", "backend", "device", "dtype", "algorithm")  # what identifies a case
 
 
-def speed_cases(records: Iterable[dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
+def speed_cases(records: Iterable[AnyRecord]) -> dict[tuple, dict[str, Any]]:
     """{(cell, backend, device, dtype, algorithm): {"step_seconds", "samples_per_s",
     "peak_memory_bytes", "config_hash"}} of the ok speed records; the last record wins."""
     cases: dict[tuple, dict[str, Any]] = {}
-    for r in records:
-        if r.get("measurement") != "speed" or r.get("status") != "ok":
+    for r in records_in(records):
+        if r.measurement != "speed" or r.status != "ok":
             continue
-        for algorithm, m in ((r.get("metrics") or {}).get("speed") or {}).items():
-            key = (r["cell"], r["backend"], r.get("device", "cpu"), r["dtype"], algorithm)
+        for algorithm, m in metrics_of(r, "speed").items():
+            key = (r.cell, r.backend, r.device, r.dtype, algorithm)
             cases[key] = {
                 "step_seconds": m["step_seconds"],
                 "samples_per_s": m["samples_per_s"],
                 "peak_memory_bytes": m.get("peak_memory_bytes"),
-                "config_hash": r.get("config_hash"),
+                "config_hash": r.config_hash,
             }
     return cases
 
@@ -54,8 +58,8 @@ def _ratio(new: float | None, old: float | None) -> float | None:
 
 
 def compare_speed(
-    old: Iterable[dict[str, Any]],
-    new: Iterable[dict[str, Any]],
+    old: Iterable[AnyRecord],
+    new: Iterable[AnyRecord],
     *,
     threshold: float = THRESHOLD,
     memory: bool = False,

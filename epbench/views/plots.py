@@ -4,15 +4,16 @@ This module imports without matplotlib; every figure function calls `require_mat
 which raises `MissingExtraError` (an `EpbenchError`: one line, exit code 2 on the command line).
 Figures are built with the object-oriented API (`matplotlib.figure.Figure`, no pyplot state).
 
-What comes in: records as read by `epbench.core.records.read_records` (GDU records: `metrics["gdu"]`,
-`metrics["residual"]`, `timings`, and `traces`, the path of the saved .npz relative to the JSONL's
-folder; training records: `measurement == "train"` and `metrics["train"][algorithm]` with per-epoch
-lists). What goes out: `Plot` objects (a figure, its file stem, title and caption), saved by `save`.
+What comes in: records as `epbench.core.record.read_records` returns them, or the run loop's
+dicts (GDU records: `metrics["gdu"]`, `metrics["residual"]`, `timings`, and `traces`, the path
+of the saved .npz relative to the JSONL's folder; training records: `measurement == "train"`
+and `metrics["train"][algorithm]` with per-epoch lists). What goes out: `Plot` objects (a
+figure, its file stem, title and caption), saved by `save`.
 
 Figures (each drawn only when the records carry its data, else skipped with a note):
-- GDU curves per record (PAPER.md §2, the paper's Fig. 2 and 4): ΔEP(β, t) against −∇BPTT(t),
-  per step, for a few components per layer (largest total |Σ_t ∇BPTT(t)| of each name);
-- RMSE and cosine bars per canonical name, per cell, across backends (PAPER.md §4, Fig. 3);
+- GDU curves per record (docs/theory.md §2, the paper's Fig. 2 and 4): ΔEP(β, t) against
+  −∇BPTT(t), per step, for a few components per layer (largest total |Σ_t ∇BPTT(t)| of each name);
+- RMSE and cosine bars per canonical name, per cell, across backends (docs/theory.md §4, Fig. 3);
 - learning curves (train and test error per epoch, EP against BPTT, mean ± std over seeds);
 - depth and angle curves (a metric against the number of hidden layers or the feedback angle α);
 - β curves: log-log relative error against |β| with the fitted slopes (O(β) one-sided nudging,
@@ -27,7 +28,7 @@ import math
 import re
 import textwrap
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,8 +37,11 @@ import numpy as np
 
 from epbench.core.errors import EpbenchError
 from epbench.core.params import layer_of
+from epbench.core.record import Record, as_record, metrics_of
 from epbench.core.spec import DataSpec
-from epbench.run.matrix import load_traces
+from epbench.core.traces import load_traces
+from epbench.views.format import AnyRecord, records_in
+from epbench.views.gdu import per_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -79,10 +83,12 @@ class Plot:
 # --- small helpers on records ---
 
 
-def _get(record: dict[str, Any], *path: str) -> Any:
-    value: Any = record
+def _get(node: Mapping[str, Any], *path: str) -> Any:
+    """`node[a][b]…` for the keys of `path` (a path into a record's configuration); None where
+    a step is absent."""
+    value: Any = node
     for key in path:
-        if not isinstance(value, dict) or key not in value:
+        if not isinstance(value, Mapping) or key not in value:
             return None
         value = value[key]
     return value
@@ -99,17 +105,15 @@ def _number(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _ok(records: Sequence[dict[str, Any]], measurement: str) -> list[tuple[int, dict[str, Any]]]:
+def _ok(records: Sequence[Record], measurement: str) -> list[tuple[int, Record]]:
     return [
-        (i, r)
-        for i, r in enumerate(records)
-        if r.get("status") == "ok" and r.get("measurement", "gdu") == measurement
+        (i, r) for i, r in enumerate(records) if r.status == "ok" and r.measurement == measurement
     ]
 
 
-def _config_key(record: dict[str, Any], *drop: tuple[str, ...]) -> str:
+def _config_key(record: Record, *drop: tuple[str, ...]) -> str:
     """The record's resolved config as a JSON string, without the fields in `drop` (paths)."""
-    config = json.loads(json.dumps(record.get("config") or {}))
+    config = json.loads(json.dumps(record.config))
     config.pop("description", None)
     for path in drop:
         parent = config
@@ -120,21 +124,23 @@ def _config_key(record: dict[str, Any], *drop: tuple[str, ...]) -> str:
     return json.dumps(config, sort_keys=True)
 
 
-def _values(records: Iterable[dict[str, Any]], key: str) -> str:
+def _values(records: Iterable[Record], key: str) -> str:
     """The distinct values of `key`, in order (numbers by value, such as seeds)."""
-    seen = {str(r.get(key)) for r in records}
+    seen = {str(getattr(r, key)) for r in records}
     order = sorted(seen, key=lambda v: (0, int(v), v) if v.isdigit() else (1, 0, v))
     return ", ".join(order) if order else "—"
 
 
-def batch_size(record: dict[str, Any]) -> int:
+def batch_size(record: AnyRecord) -> int:
     """The record's mini-batch size (task files may leave `data.batch` at its default)."""
-    batch = _get(record, "config", "data", "batch")
+    record = as_record(record)
+    batch = _get(record.config, "data", "batch")
     return DataSpec().batch if batch is None else batch
 
 
-def describe(records: Sequence[dict[str, Any]]) -> str:
+def describe(records: Sequence[AnyRecord]) -> str:
     """Caption line: the tasks, backends, dtypes, seeds and presets the figure shows."""
+    records = records_in(records)
     return (
         f"tasks: {_values(records, 'cell')}; backends: {_values(records, 'backend')}; "
         f"dtype: {_values(records, 'dtype')}; seeds: {_values(records, 'seed')}; "
@@ -260,15 +266,16 @@ def _panels(names: Iterable[str]) -> list[tuple[str, int, list[str]]]:
 
 
 def gdu_curves(
-    record: dict[str, Any], traces: dict[str, dict[str, np.ndarray]], *, components: int = 3
+    record: AnyRecord, traces: dict[str, dict[str, np.ndarray]], *, components: int = 3
 ) -> Figure:
-    """ΔEP(β, t) against −∇BPTT(t) for t = 0…K−1 (PAPER.md §2), one panel per layer and kind
+    """ΔEP(β, t) against −∇BPTT(t) for t = 0…K−1 (docs/theory.md §2), one panel per layer and kind
     (neurons on the first row, parameters on the second), `components` series per panel.
 
     `traces` is `load_traces(path)` of the record's saved .npz. BPTT: thick light solid lines;
     EP: dark dashed lines with markers, drawn above BPTT (`zorder`), in a paired colour. Each line
     carries its series in `get_gid()` ("ep" or "bptt") and its component in its label.
     """
+    record = as_record(record)
     from matplotlib import colormaps
 
     ep, bptt = traces["ep"], traces["bptt"]
@@ -312,23 +319,24 @@ def gdu_curves(
     return fig
 
 
-def _record_line(record: dict[str, Any]) -> str:
-    dyn = _get(record, "config", "dynamics") or {}
+def _record_line(record: Record) -> str:
+    dyn = _get(record.config, "dynamics") or {}
     batch = batch_size(record)
     return (
-        f"{record.get('cell')} · backend {record.get('backend')} · {record.get('dtype')} · "
-        f"seed {record.get('seed')} · preset {record.get('preset')} · β = {record.get('beta_used')}"
-        f" ({record.get('estimator')}), T = {dyn.get('T')}, K = {dyn.get('K')}, batch {batch}"
+        f"{record.cell} · backend {record.backend} · {record.dtype} · "
+        f"seed {record.seed} · preset {record.preset} · β = {record.beta_used}"
+        f" ({record.estimator}), T = {dyn.get('T')}, K = {dyn.get('K')}, batch {batch}"
     )
 
 
 def gdu_curve_plot(
-    index: int, record: dict[str, Any], traces: dict[str, dict[str, np.ndarray]], components: int
+    index: int, record: AnyRecord, traces: dict[str, dict[str, np.ndarray]], components: int
 ) -> Plot:
     """`gdu_curves` of record number `index`, with its title, caption and file stem."""
+    record = as_record(record)
     fig = gdu_curves(record, traces, components=components)
-    title = f"GDU: ΔEP(β,t) against −∇BPTT(t) — {record.get('cell')} on {record.get('backend')}"
-    residual = _get(record, "metrics", "residual")
+    title = f"GDU: ΔEP(β,t) against −∇BPTT(t) — {record.cell} on {record.backend}"
+    residual = record.metrics.get("residual")
     caption = (
         f"{_record_line(record)}; free-phase residual ‖s_T − s_(T−1)‖ = "
         f"{'—' if residual is None else format(residual, '.1e')}.\n"
@@ -337,7 +345,7 @@ def gdu_curve_plot(
         "solid lines; EP: dark dashed lines with markers, drawn on top. They coincide when the "
         "GDU property holds."
     )
-    parts = [record.get(k) for k in ("cell", "backend", "dtype")] + [f"seed{record.get('seed')}"]
+    parts = [record.cell, record.backend, record.dtype, f"seed{record.seed}"]
     stem = "_".join(["gdu-curves", *(_slug(str(p)) for p in parts)])
     return _finish(stem, title, caption, fig, [index])
 
@@ -345,22 +353,23 @@ def gdu_curve_plot(
 # --- GDU bars (Fig. 3) ---
 
 
-def gdu_bars(records: Sequence[dict[str, Any]]) -> Plot | None:
+def gdu_bars(records: Sequence[AnyRecord]) -> Plot | None:
     """RMSE (mean ± std over a name's components) and cosine of the totals, per canonical name:
     one row per cell · preset, one bar per backend · dtype · estimator (averaged over seeds)."""
-    chosen = [(i, r) for i, r in _ok(records, "gdu") if _get(r, "metrics", "gdu")]
+    records = records_in(records)
+    chosen = [(i, r) for i, r in _ok(records, "gdu") if per_name(r)]
     if not chosen:
         return None
-    rows: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    rows: dict[tuple, list[Record]] = defaultdict(list)
     for _, r in chosen:
-        rows[(r.get("cell"), r.get("preset"))].append(r)
+        rows[(r.cell, r.preset)].append(r)
     fig, axes = _figure(len(rows), 2, width=max(4.2, 0.5 * _widest(chosen)), height=2.8)
     metrics = [("rmse", "rmse_std", "RMSE (relative, no unit)"), ("cosine", None, "cosine (total)")]
     for row, ((cell, preset), mine) in enumerate(rows.items()):
-        names = sorted({n for r in mine for n in r["metrics"]["gdu"]}, key=_names_order)
-        by_series: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        names = sorted({n for r in mine for n in per_name(r)}, key=_names_order)
+        by_series: dict[str, list[Record]] = defaultdict(list)
         for r in mine:
-            by_series[f"{r.get('backend')} · {r.get('dtype')} · {r.get('estimator')}"].append(r)
+            by_series[f"{r.backend} · {r.dtype} · {r.estimator}"].append(r)
         for col, (key, spread, label) in enumerate(metrics):
             series = {
                 series_label: {name: _name_stat(same, name, key, spread) for name in names}
@@ -386,40 +395,41 @@ def gdu_bars(records: Sequence[dict[str, Any]]) -> Plot | None:
 
 
 def _name_stat(
-    records: Sequence[dict[str, Any]], name: str, key: str, spread: str | None
+    records: Sequence[Record], name: str, key: str, spread: str | None
 ) -> tuple[float, float]:
     """(mean of `key`, mean of `spread`) of one canonical name over records (seeds)."""
-    metrics = [r["metrics"]["gdu"].get(name) or {} for r in records]
+    metrics = [per_name(r).get(name) or {} for r in records]
     mean = _mean_std([m.get(key) for m in metrics])[0]
     return mean, _mean_std([m.get(spread) for m in metrics])[0] if spread else math.nan
 
 
-def _widest(chosen: Sequence[tuple[int, dict[str, Any]]]) -> int:
-    return max(len(r["metrics"]["gdu"]) for _, r in chosen)
+def _widest(chosen: Sequence[tuple[int, Record]]) -> int:
+    return max(len(per_name(r)) for _, r in chosen)
 
 
 # --- learning curves ---
 
 
-def _train_blocks(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    block = _get(record, "metrics", "train")
+def _train_blocks(record: Record) -> dict[str, Mapping[str, Any]]:
+    block = metrics_of(record, "train")
     return {a: v for a, v in (block or {}).items() if isinstance(v, dict)}
 
 
-def learning_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
+def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
     """Train and test error (%) per epoch, EP against BPTT, mean ± std over seeds: one row per
     cell · backend · dtype · preset, columns train and test error."""
+    records = records_in(records)
     chosen = [(i, r) for i, r in _ok(records, "train") if _train_blocks(r)]
     if not chosen:
         return None
-    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple, list[Record]] = defaultdict(list)
     for _, r in chosen:
-        groups[(r.get("cell"), r.get("backend"), r.get("dtype"), r.get("preset"))].append(r)
+        groups[(r.cell, r.backend, r.dtype, r.preset)].append(r)
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = _figure(len(groups), 2)
     for row, ((cell, backend, dtype, preset), mine) in enumerate(groups.items()):
-        seeds = sorted({str(r.get("seed")) for r in mine})
+        seeds = sorted({str(r.seed) for r in mine})
         for col, key in enumerate(("train_error", "test_error")):
             ax = axes[row, col]
             for alg in sorted({a for r in mine for a in _train_blocks(r)}, reverse=True):
@@ -463,35 +473,33 @@ def learning_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
 # --- sweeps: depth, angle ---
 
 
-def _depth(record: dict[str, Any]) -> float | None:
+def _depth(record: Record) -> float | None:
     """Hidden layers N: the conv layers of a conv model, else `len(sizes) − 1`."""
-    channels = _get(record, "config", "model", "conv", "channels")
+    channels = _get(record.config, "model", "conv", "channels")
     if isinstance(channels, list) and channels:
         return float(len(channels))
-    sizes = _get(record, "config", "model", "sizes")
+    sizes = _get(record.config, "model", "sizes")
     return float(len(sizes) - 1) if isinstance(sizes, list) and sizes else None
 
 
-def _angle(record: dict[str, Any]) -> float | None:
-    """The feedback angle α in degrees, wherever a record carries it (looked up defensively)."""
-    for path in (
-        ("angle",),
-        ("metrics", "angle"),
-        ("config", "model", "angle"),
-        ("config", "model", "feedback_angle"),
-        ("config", "dynamics", "angle"),
-        ("variant", "angle"),
-        ("variant", "alpha"),
-    ):
-        value = _number(_get(record, *path))
-        if value is not None:
-            return value
-    return None
+def _angle(record: Record) -> float | None:
+    """The feedback angle α in degrees: the record's `angle`, else where a configuration or a
+    variant axis carries it."""
+    candidates = (
+        record.angle,
+        record.metrics.get("angle"),
+        _get(record.config, "model", "angle"),
+        _get(record.config, "model", "feedback_angle"),
+        _get(record.config, "dynamics", "angle"),
+        record.variant.get("angle"),
+        record.variant.get("alpha"),
+    )
+    return next((v for v in map(_number, candidates) if v is not None), None)
 
 
-def _gdu_means(record: dict[str, Any]) -> dict[str, float]:
+def _gdu_means(record: Record) -> dict[str, float]:
     """Mean RMSE over the parameter names ("weights") and over the state names ("neurons")."""
-    gdu = _get(record, "metrics", "gdu") or {}
+    gdu = per_name(record)
     kinds: dict[str, list[float]] = {"weights": [], "neurons": []}
     for name, m in gdu.items():
         if m.get("rmse") is not None:
@@ -500,15 +508,15 @@ def _gdu_means(record: dict[str, Any]) -> dict[str, float]:
 
 
 def _swept_axes(
-    records: Sequence[dict[str, Any]], x_of: Callable[[dict[str, Any]], float | None]
+    records: Sequence[Record], x_of: Callable[[Record], float | None]
 ) -> set[tuple[str, str]]:
     """(task, axis) pairs whose variant value determines x: two or more values, one x each (in
     mnist-fc the axis `model` sets the depth; in a task with axes `beta` and `model`, only
     `model` does, so lines for different β stay apart)."""
     seen: dict[tuple[str, str], dict[str, set]] = defaultdict(lambda: defaultdict(set))
     for r in records:
-        for axis, value in (r.get("variant") or {}).items():
-            seen[(r.get("task"), axis)][value].add(x_of(r))
+        for axis, value in r.variant.items():
+            seen[(r.task, axis)][value].add(x_of(r))
     return {
         key
         for key, by_value in seen.items()
@@ -554,9 +562,9 @@ def _marker(backends: list[str], backend: Any) -> dict[str, Any]:
 
 
 def sweep(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[AnyRecord],
     *,
-    x_of: Callable[[dict[str, Any]], float | None],
+    x_of: Callable[[Record], float | None],
     name: str,
     xlabel: str,
     what: str,
@@ -566,22 +574,23 @@ def sweep(
     final test error (per algorithm), mean ± std over seeds, drawn for groups with two or more
     distinct x values. A group (one line) shares task, setting, backend, dtype, preset, estimator
     and the values of every variant axis that does not set x (see `_swept_axes`)."""
+    records = records_in(records)
     curves = {"gdu": _Curves(), "train": _Curves()}
-    swept = _swept_axes([r for r in records if r.get("status") == "ok"], x_of)
+    swept = _swept_axes([r for r in records if r.status == "ok"], x_of)
     for measurement, curve in curves.items():
         for i, r in _ok(records, measurement):
             x = x_of(r)
             if x is None:
                 continue
-            variant = (r.get("variant") or {}).items()
-            others = tuple(sorted((a, v) for a, v in variant if (r.get("task"), a) not in swept))
+            variant = r.variant.items()
+            others = tuple(sorted((a, v) for a, v in variant if (r.task, a) not in swept))
             base = (
-                r.get("task"),
-                _get(r, "config", "model", "setting"),
-                r.get("backend"),
-                r.get("dtype"),
-                r.get("preset"),
-                r.get("estimator") if measurement == "gdu" else None,
+                r.task,
+                _get(r.config, "model", "setting"),
+                r.backend,
+                r.dtype,
+                r.preset,
+                r.estimator if measurement == "gdu" else None,
                 others,
             )
             if measurement == "gdu":
@@ -641,18 +650,19 @@ def fit_slope(xs: Sequence[float], ys: Sequence[float]) -> float | None:
     return float(np.polyfit(lx, ly, 1)[0])
 
 
-def beta_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
+def beta_curves(records: Sequence[AnyRecord]) -> Plot | None:
     """Relative error ‖ΔEP + ∇BPTT‖/‖∇BPTT‖ against |β|, log-log, one line per canonical name and
-    estimator with its fitted slope (PAPER.md §2: O(β) one-sided, O(β²) symmetric); one panel per
-    configuration (the config without β and estimator) · backend · dtype."""
-    groups: dict[tuple, list[tuple[int, dict[str, Any]]]] = defaultdict(list)
+    estimator with its fitted slope (docs/theory.md §2: O(β) one-sided, O(β²) symmetric); one
+    panel per configuration (the config without β and estimator) · backend · dtype."""
+    records = records_in(records)
+    groups: dict[tuple, list[tuple[int, Record]]] = defaultdict(list)
     for i, r in _ok(records, "gdu"):
-        beta = _number(r.get("beta_used"))
-        if beta is None or not _get(r, "metrics", "gdu"):
+        beta = _number(r.beta_used)
+        if beta is None or not per_name(r):
             continue
         drop = (("dynamics", "beta"), ("dynamics", "estimator"))
-        groups[(_config_key(r, *drop), r.get("backend"), r.get("dtype"))].append((i, r))
-    groups = {k: v for k, v in groups.items() if len({abs(r["beta_used"]) for _, r in v}) >= 2}
+        groups[(_config_key(r, *drop), r.backend, r.dtype)].append((i, r))
+    groups = {k: v for k, v in groups.items() if len({abs(r.beta_used) for _, r in v}) >= 2}
     if not groups:
         return None
     fig, axes = _figure(1, len(groups), width=5.0, height=3.8)
@@ -660,15 +670,15 @@ def beta_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
 
     palette = colormaps["tab10"].colors
     for ax, members in zip(axes[0], groups.values(), strict=True):
-        names = sorted({n for _, r in members for n in r["metrics"]["gdu"]}, key=_names_order)
-        estimators = sorted({str(r.get("estimator")) for _, r in members})
+        names = sorted({n for _, r in members for n in per_name(r)}, key=_names_order)
+        estimators = sorted({str(r.estimator) for _, r in members})
         for e, estimator in enumerate(estimators):
             for c, name in enumerate(names):
                 points: dict[float, list[float]] = defaultdict(list)
                 for _, r in members:
-                    m = r["metrics"]["gdu"].get(name) or {}
-                    if str(r.get("estimator")) == estimator and m.get("rel_error") is not None:
-                        points[abs(r["beta_used"])].append(m["rel_error"])
+                    m = per_name(r).get(name) or {}
+                    if str(r.estimator) == estimator and m.get("rel_error") is not None:
+                        points[abs(r.beta_used)].append(m["rel_error"])
                 xs = sorted(points)
                 ys = [float(np.mean(points[x])) for x in xs]
                 if len(xs) < 2:
@@ -684,11 +694,11 @@ def beta_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
                     label=f"{name} ({estimator}): slope {text}",
                 )
         first = members[0][1]
-        dyn = _get(first, "config", "dynamics") or {}
+        dyn = _get(first.config, "dynamics") or {}
         ax.set_title(
-            f"{first.get('task')}: sizes {_get(first, 'config', 'model', 'sizes')}, "
-            f"T = {dyn.get('T')}, K = {dyn.get('K')} · {first.get('backend')} · "
-            f"{first.get('dtype')}",
+            f"{first.task}: sizes {_get(first.config, 'model', 'sizes')}, "
+            f"T = {dyn.get('T')}, K = {dyn.get('K')} · {first.backend} · "
+            f"{first.dtype}",
             fontsize=9,
         )
         ax.set_xlabel("|β| (nudging strength, no unit)")
@@ -708,10 +718,11 @@ def beta_curves(records: Sequence[dict[str, Any]]) -> Plot | None:
 # --- memory, speed ---
 
 
-def per_algorithm(record: dict[str, Any], key: str) -> dict[str, float]:
+def per_algorithm(record: AnyRecord, key: str) -> dict[str, float]:
     """`{algorithm: value}` from any `metrics[measurement][algorithm][key]` of a record."""
+    record = as_record(record)
     out = {}
-    for block in (record.get("metrics") or {}).values():
+    for block in record.metrics.values():
         if isinstance(block, dict):
             for alg, values in block.items():
                 if isinstance(values, dict) and _number(values.get(key)) is not None:
@@ -719,18 +730,19 @@ def per_algorithm(record: dict[str, Any], key: str) -> dict[str, float]:
     return out
 
 
-def memory_vs_k(records: Sequence[dict[str, Any]]) -> Plot | None:
+def memory_vs_k(records: Sequence[AnyRecord]) -> Plot | None:
     """Peak memory per algorithm against the truncation K, one line per configuration without K ·
     backend · dtype · algorithm, where records carry per-algorithm `peak_memory_bytes` (training
     records do) for two or more values of K."""
+    records = records_in(records)
     curves = _Curves()
     for i, r in enumerate(records):
-        k = _number(_get(r, "config", "dynamics", "K"))
-        memory = per_algorithm(r, "peak_memory_bytes") if r.get("status") == "ok" else {}
+        k = _number(_get(r.config, "dynamics", "K"))
+        memory = per_algorithm(r, "peak_memory_bytes") if r.status == "ok" else {}
         for alg, value in memory.items() if k is not None else ():
-            sizes = _get(r, "config", "model", "sizes")
-            key = (_config_key(r, ("dynamics", "K")), r.get("task"), str(sizes))
-            curves.add((*key, r.get("backend"), r.get("dtype"), alg), k, value / 2**20, i)
+            sizes = _get(r.config, "model", "sizes")
+            key = (_config_key(r, ("dynamics", "K")), r.task, str(sizes))
+            curves.add((*key, r.backend, r.dtype, alg), k, value / 2**20, i)
     if not curves.lines():
         return None
     fig, axes = _figure(1, 1, width=5.5, height=3.6)
@@ -749,20 +761,21 @@ def memory_vs_k(records: Sequence[dict[str, Any]]) -> Plot | None:
     return _finish("memory-vs-K", "Peak memory against K", caption, fig, used)
 
 
-def samples_per_second(records: Sequence[dict[str, Any]]) -> Plot | None:
+def samples_per_second(records: Sequence[AnyRecord]) -> Plot | None:
     """Training throughput (samples/s) per cell, one bar per backend · dtype · algorithm."""
+    records = records_in(records)
     series: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     used = []
     for i, r in enumerate(records):
-        speeds = per_algorithm(r, "samples_per_s") if r.get("status") == "ok" else {}
+        speeds = per_algorithm(r, "samples_per_s") if r.status == "ok" else {}
         for alg, value in speeds.items():
-            label = f"{r.get('backend')} · {r.get('dtype')} · {ALGORITHM_LABELS.get(alg, alg)}"
-            series[label][str(r.get("cell"))].append(value)
+            label = f"{r.backend} · {r.dtype} · {ALGORITHM_LABELS.get(alg, alg)}"
+            series[label][str(r.cell)].append(value)
         if speeds:
             used.append((i, r))
     if not series:
         return None
-    cells = list(dict.fromkeys(str(r.get("cell")) for _, r in used))
+    cells = list(dict.fromkeys(str(r.cell) for _, r in used))
     fig, axes = _figure(1, 1, width=6.0, height=_bar_height(len(cells), len(series)))
     ax = axes[0, 0]
     stats = {label: {c: _mean_std(v) for c, v in per.items()} for label, per in series.items()}
@@ -774,13 +787,14 @@ def samples_per_second(records: Sequence[dict[str, Any]]) -> Plot | None:
     return _finish("samples-per-s", title, caption, fig, (i for i, _ in used))
 
 
-def gdu_times(records: Sequence[dict[str, Any]]) -> Plot | None:
+def gdu_times(records: Sequence[AnyRecord]) -> Plot | None:
     """Steady-state seconds of the GDU phases per cell, one bar per backend · dtype: the free
     phase (T steps), BPTT through the last K steps, EP's nudged phase (K steps)."""
-    chosen = [(i, r) for i, r in _ok(records, "gdu") if _get(r, "timings", "phases")]
+    records = records_in(records)
+    chosen = [(i, r) for i, r in _ok(records, "gdu") if r.timings.get("phases")]
     if not chosen:
         return None
-    cells = list(dict.fromkeys(str(r.get("cell")) for _, r in chosen))
+    cells = list(dict.fromkeys(str(r.cell) for _, r in chosen))
     phases = [
         ("free phase (T steps)", ("free_before", "free_last")),
         ("BPTT (backward through K steps)", ("bptt",)),
@@ -788,16 +802,14 @@ def gdu_times(records: Sequence[dict[str, Any]]) -> Plot | None:
     ]
     from matplotlib.ticker import NullFormatter
 
-    backends = {(r.get("backend"), r.get("dtype")) for _, r in chosen}
+    backends = {(r.backend, r.dtype) for _, r in chosen}
     fig, axes = _figure(1, len(phases), width=4.2, height=_bar_height(len(cells), len(backends)))
     for ax, (label, keys) in zip(axes[0], phases, strict=True):
         values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
         for _, r in chosen:
-            seconds = [_number(r["timings"]["phases"].get(k)) for k in keys]
+            seconds = [_number(r.timings["phases"].get(k)) for k in keys]
             if all(s is not None for s in seconds):
-                values[f"{r.get('backend')} · {r.get('dtype')}"][str(r.get("cell"))].append(
-                    sum(seconds)
-                )
+                values[f"{r.backend} · {r.dtype}"][str(r.cell)].append(sum(seconds))
         stats = {s: {c: _mean_std(v) for c, v in per.items()} for s, per in values.items()}
         _grouped_bars(ax, cells, stats, horizontal=True)
         ax.set_xscale("log")
@@ -818,18 +830,18 @@ def gdu_times(records: Sequence[dict[str, Any]]) -> Plot | None:
 # --- all figures, saving ---
 
 
-def traces_path(record: dict[str, Any]) -> Path | None:
+def traces_path(record: AnyRecord) -> Path | None:
     """Where a record's saved traces are: `traces` is relative to the JSONL file's folder."""
-    if not record.get("traces"):
+    record = as_record(record)
+    if not record.traces:
         return None
-    base = Path(record["_file"]).parent if record.get("_file") else Path()
-    return base / record["traces"]
+    base = Path(record.file).parent if record.file else Path()
+    return base / record.traces
 
 
-def figures(
-    records: Sequence[dict[str, Any]], *, components: int = 3
-) -> tuple[list[Plot], list[str]]:
+def figures(records: Sequence[AnyRecord], *, components: int = 3) -> tuple[list[Plot], list[str]]:
     """Every figure the records support, and one note per figure that could not be drawn."""
+    records = records_in(records)
     require_matplotlib()
     plots: list[Plot] = []
     notes: list[str] = []
@@ -838,7 +850,7 @@ def figures(
         if path is None:
             continue
         if not path.is_file():
-            notes.append(f"{record.get('cell')} on {record.get('backend')}: traces {path} missing")
+            notes.append(f"{record.cell} on {record.backend}: traces {path} missing")
             continue
         plots.append(gdu_curve_plot(i, record, load_traces(path), components))
     if not plots:

@@ -1,14 +1,16 @@
 """One self-contained report page (Markdown and HTML) from run records: tables, figures, the
 environment of each run, and links between them.
 
-What comes in: records (`epbench.core.records.read_records`), an output folder and an image format.
-What goes out: `<out>/report.md`, `<out>/report.html` and the figures (`epbench.views.plots`) beside them,
-referenced by relative paths, so the folder can be moved or published as a whole. Without
-matplotlib the page still holds every table and says how to install the `plot` extra.
+What comes in: records (`epbench.core.record.read_records`, or the run loop's dicts), an output
+folder and an image format. What goes out: `<out>/report.md`, `<out>/report.html` and the figures
+(`epbench.views.plots`) beside them, referenced by relative paths, so the folder can be moved or
+published as a whole. Without matplotlib the page still holds every table and says how to
+install the `plot` extra.
 
 The page is built once as a list of blocks (heading, paragraph, table, image) and rendered to both
-formats; tables are the `epbench.views.tables` views of the records (GitHub Markdown), converted to HTML
-here. Anchors: `run-N` (record N, in file order), `fig-NAME` (a figure), `env-N` (an environment).
+formats; tables are the views of the records (epbench.views, GitHub Markdown), converted to
+HTML here. Anchors: `run-N` (record N, in file order), `fig-NAME` (a figure), `env-N` (an
+environment).
 """
 
 from __future__ import annotations
@@ -22,48 +24,56 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from epbench import __version__
-from epbench.measurements.rtrl import rtrl_table
-from epbench.views.pivot import depth_table, has_depths, sweep_table
+from epbench.core.record import Record
+from epbench.core.version import __version__
+from epbench.views.format import AnyRecord, heading, records_in
+from epbench.views.gdu import gdu_table, layer_table
+from epbench.views.parity import parity_table
+from epbench.views.pivot import depth_table, has_depths
 from epbench.views.plots import MissingExtraError, Plot, batch_size, figures, save
+from epbench.views.rtrl import rtrl_table
 from epbench.views.speed_tables import memory_table, speed_table
-from epbench.views.tables import (
-    format_record,
-    layer_table,
-    paper_table,
-    parity_table,
-    seed_summary_table,
-    summary_table,
-    train_table,
-)
+from epbench.views.sweep import sweep_table
+from epbench.views.tables import format_record
+from epbench.views.train import paper_table, seed_summary_table, train_table
 
 MARKDOWN, HTML = "report.md", "report.html"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Heading:
+    """A heading of `level` (1 = the page's title), with an anchor to link to."""
+
     level: int
     text: str
     anchor: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Para:
+    """A paragraph."""
+
     text: str  # inline Markdown: [text](href) links and `code` only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Table:
+    """A table."""
+
     markdown: str  # a GitHub Markdown table (tabulate's "github" format)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Bullets:
+    """A bulleted list."""
+
     items: tuple[str, ...]  # inline Markdown, like Para
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Image:
+    """A figure: its file, alternative text and caption."""
+
     src: str
     alt: str
     caption: str
@@ -111,6 +121,7 @@ def table_html(markdown: str) -> str:
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
+    """The page as Markdown: the blocks one after the other, a blank line between them."""
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -143,6 +154,7 @@ code { background: #f5f5f5; padding: 0 0.2rem; }
 
 
 def render_html(blocks: Sequence[Block], *, title: str) -> str:
+    """The page as one HTML document titled `title`, with its style sheet inline."""
     parts = []
     for block in blocks:
         if isinstance(block, Heading):
@@ -174,8 +186,8 @@ def render_html(blocks: Sequence[Block], *, title: str) -> str:
 
 
 def _text_blocks(text: str) -> list[Block]:
-    """Split the text of `epbench.views.tables.format_record` into tables (lines starting with `|`)
-    and paragraphs (every other line)."""
+    """Split the text of `epbench.views.tables.format_record` into tables (lines starting with
+    `|`) and paragraphs (every other line)."""
     blocks: list[Block] = []
     table: list[str] = []
     for line in text.splitlines():
@@ -183,20 +195,13 @@ def _text_blocks(text: str) -> list[Block]:
             table.append(line)
             continue
         if table:
-            blocks.append(Table("\n".join(table)))
+            blocks.append(Table(markdown="\n".join(table)))
             table = []
         if line.strip():
-            blocks.append(Para(line))
+            blocks.append(Para(text=line))
     if table:
-        blocks.append(Table("\n".join(table)))
+        blocks.append(Table(markdown="\n".join(table)))
     return blocks
-
-
-def _heading(record: dict[str, Any]) -> str:
-    return (
-        f"{record.get('cell')} · {record.get('backend')} · {record.get('dtype')} · seed "
-        f"{record.get('seed')} · preset {record.get('preset')} · {record.get('status')}"
-    )
 
 
 def _flat(prefix: str, value: Any) -> list[tuple[str, str]]:
@@ -207,12 +212,12 @@ def _flat(prefix: str, value: Any) -> list[tuple[str, str]]:
     return [(prefix.rstrip("."), str(value))]
 
 
-def environments(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+def environments(records: Sequence[AnyRecord]) -> tuple[list[dict[str, Any]], list[int]]:
     """The distinct environments of the records and, per record, the index of its environment."""
     keys: dict[str, int] = {}
     distinct, index = [], []
-    for record in records:
-        env = record.get("environment") or {}
+    for record in records_in(records):
+        env = dict(record.environment)
         key = json.dumps(env, sort_keys=True)
         if key not in keys:
             keys[key] = len(distinct)
@@ -221,36 +226,155 @@ def environments(records: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]
     return distinct, index
 
 
-def _anchor(i: int, record: dict[str, Any]) -> str:
+def _anchor(i: int, record: Record) -> str:
     """GDU and training records have a section each; parity records share the parity table."""
-    return "parity" if record.get("measurement") == "parity" else f"run-{i + 1}"
+    return "parity" if record.measurement == "parity" else f"run-{i + 1}"
 
 
-def _links(indices: Sequence[int], records: Sequence[dict[str, Any]]) -> str:
+def _links(indices: Sequence[int], records: Sequence[Record]) -> str:
     return ", ".join(
-        f"[{records[i].get('cell')} · {records[i].get('backend')} · seed "
-        f"{records[i].get('seed')}](#{_anchor(i, records[i])})"
+        f"[{records[i].cell} · {records[i].backend} · seed {records[i].seed}]"
+        f"(#{_anchor(i, records[i])})"
         for i in indices
     )
 
 
-def _settings(record: dict[str, Any]) -> str:
-    config = record.get("config") or {}
-    dyn, data, model = config.get("dynamics", {}), config.get("data", {}), config.get("model", {})
+def _config(record: Record, section: str) -> dict[str, Any]:
+    """One section of the record's resolved configuration (`dynamics`, `data`, `model`)."""
+    value = record.config.get(section)
+    return value if isinstance(value, dict) else {}
+
+
+def _settings(record: Record) -> str:
+    dyn, data, model = (_config(record, s) for s in ("dynamics", "data", "model"))
     parts = [
         f"model {model.get('setting')} {model.get('activation')} sizes {model.get('sizes')}"
         + (f", conv {model['conv']}" if model.get("conv") else ""),
-        f"β = {record.get('beta_used')} ({record.get('estimator')})",
+        f"β = {record.beta_used} ({record.estimator})",
         f"T = {dyn.get('T')}, K = {dyn.get('K')}",
         f"data {data.get('source')}, batch {batch_size(record)}",
-        f"device {record.get('device')}",
-        f"config hash `{record.get('config_hash')}`",
+        f"device {record.device}",
+        f"config hash `{record.config_hash}`",
     ]
     return "; ".join(parts)
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Page:
+    """What the sections of one page share."""
+
+    records: list[Record]
+    env_of: list[int]
+    per_run: dict[int, Plot]  # the GDU curves of a record
+    across: list[Plot]  # the figures across records
+    fmt: str
+
+    def indices(self, measurement: str) -> list[int]:
+        return [i for i, r in enumerate(self.records) if r.measurement == measurement]
+
+
+def _intro(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> list[Block]:
+    """The title, what the page holds and where it comes from, the contents."""
+    records = page.records
+    gdu, train, parity = (page.indices(m) for m in ("gdu", "train", "parity"))
+    sources = sorted({r.file for r in records if r.file})
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    # names only, not links: the page is often published without the (large) results folder
+    source_names = ", ".join(f"`{Path(s).name}`" for s in sources)
+    contents = [
+        ("GDU runs", "gdu", gdu),
+        ("Training runs", "training", train),
+        *((title, anchor, [table]) for title, anchor, table in _measurement_tables(records)),
+        ("Parity", "parity", parity),
+        ("Figures across runs", "figures", page.across),
+        ("Environments", "environments", envs),
+        ("Not drawn", "notes", notes),
+    ]
+    return [
+        Heading(level=1, text="epbench report"),
+        Para(
+            text=f"Records: {len(records)} ({len(gdu)} GDU, {len(train)} training, {len(parity)} "
+            f"parity), from {source_names or 'records passed in'}; generated {stamp} by epbench "
+            f"{__version__}. Each run links to its environment and figures; each figure lists "
+            "the runs it shows."
+        ),
+        Para(text="Contents: " + " · ".join(f"[{t}](#{a})" for t, a, items in contents if items)),
+    ]
+
+
+def _run_section(page: _Page, i: int) -> list[Block]:
+    """One record's section: heading, settings, environment, figures, its tables."""
+    record = page.records[i]
+    shown = [p for p in page.across if i in p.records]
+    also = ", ".join(f"[{p.title}](#fig-{p.name})" for p in shown)
+    source = f" Source: `{Path(record.file).name}`." if record.file else ""
+    blocks: list[Block] = [
+        Heading(level=3, text=heading(record), anchor=f"run-{i + 1}"),
+        Para(
+            text=f"{_settings(record)}. Environment: [environment {page.env_of[i] + 1}]"
+            f"(#env-{page.env_of[i] + 1}).{source}" + (f" Figures: {also}." if also else "")
+        ),
+    ]
+    training = record.measurement == "train"
+    if record.status in ("skipped", "failed") or (not training and record.status != "ok"):
+        return [*blocks, Para(text=f"Reason: {record.reason}")]
+    if training:  # per-epoch table, speed, memory, warm-up (and why it diverged)
+        return blocks + _text_blocks(format_record(record))[1:]
+    blocks.append(Table(markdown=layer_table(record)))
+    blocks.extend(_text_blocks(format_record(record))[-1:])
+    if i in page.per_run:
+        blocks.extend(_image(page.per_run[i], page.fmt))
+    return blocks
+
+
+def _runs(page: _Page) -> list[Block]:
+    """The GDU and the training sections: their tables, then one section per run."""
+    blocks: list[Block] = []
+    gdu, train = page.indices("gdu"), page.indices("train")
+    if gdu:
+        blocks.append(Heading(level=2, text="GDU runs", anchor="gdu"))
+        blocks.append(Table(markdown=gdu_table([page.records[i] for i in gdu])))
+        blocks.append(Para(text=f"Runs: {_links(gdu, page.records)}."))
+        for i in gdu:
+            blocks += _run_section(page, i)
+    if train:
+        chosen = [page.records[i] for i in train]
+        blocks.append(Heading(level=2, text="Training runs", anchor="training"))
+        blocks.append(Table(markdown=train_table(chosen)))
+        blocks.append(Para(text="Over seeds (final epoch; EP − BPTT paired by seed):"))
+        blocks.append(Table(markdown=seed_summary_table(chosen)))
+        blocks.append(Para(text="Against the paper (docs/theory.md §5, Table 1):"))
+        blocks.append(Table(markdown=paper_table(chosen)))
+        blocks.append(Para(text=f"Runs: {_links(train, page.records)}."))
+        for i in train:
+            blocks += _run_section(page, i)
+    return blocks
+
+
+def _closing(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> list[Block]:
+    """The figures across runs, the environments and what was not drawn."""
+    blocks: list[Block] = []
+    if page.across:
+        blocks.append(Heading(level=2, text="Figures across runs", anchor="figures"))
+        for plot in page.across:
+            blocks.append(Heading(level=3, text=plot.title, anchor=f"fig-{plot.name}"))
+            blocks.extend(_image(plot, page.fmt))
+            blocks.append(Para(text=f"Runs shown: {_links(plot.records, page.records)}."))
+    if envs:
+        blocks.append(Heading(level=2, text="Environments", anchor="environments"))
+        for k, env in enumerate(envs):
+            runs = [i for i, e in enumerate(page.env_of) if e == k]
+            blocks.append(Heading(level=3, text=f"Environment {k + 1}", anchor=f"env-{k + 1}"))
+            blocks.append(Table(markdown=_env_table(env)))
+            blocks.append(Para(text=f"Runs: {_links(runs, page.records)}."))
+    if notes:
+        blocks.append(Heading(level=2, text="Not drawn", anchor="notes"))
+        blocks.append(Bullets(items=tuple(notes)))
+    return blocks
+
+
 def build_blocks(
-    records: Sequence[dict[str, Any]],
+    records: Sequence[AnyRecord],
     plots: Sequence[Plot],
     notes: Sequence[str],
     *,
@@ -258,130 +382,41 @@ def build_blocks(
 ) -> list[Block]:
     """The page: contents, overview tables, one section per run (its tables, its figures, a link
     to its environment), the figures across runs, the environments, and what was not drawn."""
+    records = records_in(records)
     envs, env_of = environments(records)
-    gdu = [i for i, r in enumerate(records) if r.get("measurement", "gdu") == "gdu"]
-    train = [i for i, r in enumerate(records) if r.get("measurement") == "train"]
-    parity = [i for i, r in enumerate(records) if r.get("measurement") == "parity"]
-    per_run = {p.records[0]: p for p in plots if p.name.startswith("gdu-curves")}
-    across = [p for p in plots if not p.name.startswith("gdu-curves")]
-    sources = sorted({r["_file"] for r in records if r.get("_file")})
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-    blocks: list[Block] = [Heading(1, "epbench report")]
-    # names only, not links: the page is often published without the (large) results folder
-    source_names = ", ".join(f"`{Path(s).name}`" for s in sources)
-    blocks.append(
-        Para(
-            f"Records: {len(records)} ({len(gdu)} GDU, {len(train)} training, {len(parity)} "
-            f"parity), from {source_names or 'records passed in'}; generated {stamp} by epbench "
-            f"{__version__}. Each run links to its environment and figures; each figure lists "
-            "the runs it shows."
-        )
+    page = _Page(
+        records=records,
+        env_of=env_of,
+        per_run={p.records[0]: p for p in plots if p.name.startswith("gdu-curves")},
+        across=[p for p in plots if not p.name.startswith("gdu-curves")],
+        fmt=fmt,
     )
-    contents = [
-        ("GDU runs", "gdu", gdu),
-        ("Training runs", "training", train),
-        *((title, anchor, [table]) for title, anchor, table in _measurement_tables(records)),
-        ("Parity", "parity", parity),
-        ("Figures across runs", "figures", across),
-        ("Environments", "environments", envs),
-        ("Not drawn", "notes", notes),
-    ]
-    blocks.append(
-        Para("Contents: " + " · ".join(f"[{t}](#{a})" for t, a, items in contents if items))
-    )
-
-    def figure_links(i: int) -> str:
-        shown = [p for p in across if i in p.records]
-        return ", ".join(f"[{p.title}](#fig-{p.name})" for p in shown)
-
-    def run_section(i: int) -> None:
-        record = records[i]
-        blocks.append(Heading(3, _heading(record), f"run-{i + 1}"))
-        where = record.get("_file")
-        source = f" Source: `{Path(where).name}`." if where else ""
-        also = figure_links(i)
-        blocks.append(
-            Para(
-                f"{_settings(record)}. Environment: [environment {env_of[i] + 1}]"
-                f"(#env-{env_of[i] + 1}).{source}" + (f" Figures: {also}." if also else "")
-            )
-        )
-        training = record.get("measurement") == "train"
-        if record.get("status") in ("skipped", "failed") or (
-            not training and record.get("status") != "ok"
-        ):
-            blocks.append(Para(f"Reason: {record.get('reason')}"))
-            return
-        if training:  # per-epoch table, speed, memory, warm-up (and why it diverged)
-            blocks.extend(_text_blocks(format_record(record))[1:])
-            return
-        blocks.append(Table(layer_table(record)))
-        blocks.extend(_text_blocks(format_record(record))[-1:])
-        if i in per_run:
-            blocks.extend(_image(per_run[i], fmt))
-
-    if gdu:
-        blocks.append(Heading(2, "GDU runs", "gdu"))
-        blocks.append(Table(summary_table([records[i] for i in gdu])))
-        blocks.append(Para(f"Runs: {_links(gdu, records)}."))
-        for i in gdu:
-            run_section(i)
-    if train:
-        chosen = [records[i] for i in train]
-        blocks.append(Heading(2, "Training runs", "training"))
-        blocks.append(Table(train_table(chosen)))
-        blocks.append(Para("Over seeds (final epoch; EP − BPTT paired by seed):"))
-        blocks.append(Table(seed_summary_table(chosen)))
-        blocks.append(Para("Against the paper (PAPER.md §5, Table 1):"))
-        blocks.append(Table(paper_table(chosen)))
-        blocks.append(Para(f"Runs: {_links(train, records)}."))
-        for i in train:
-            run_section(i)
-    measured = _measurement_tables(records)
-    for title, anchor, table in measured:
-        blocks.append(Heading(2, title, anchor))
-        blocks.append(Table(table))
+    blocks = _intro(page, envs, notes) + _runs(page)
+    for title, anchor, table in _measurement_tables(records):
+        blocks += [Heading(level=2, text=title, anchor=anchor), Table(markdown=table)]
+    parity = page.indices("parity")
     if parity:
-        blocks.append(Heading(2, "Parity", "parity"))
-        blocks.append(Table(parity_table([records[i] for i in parity])))
-    if across:
-        blocks.append(Heading(2, "Figures across runs", "figures"))
-        for plot in across:
-            blocks.append(Heading(3, plot.title, f"fig-{plot.name}"))
-            blocks.extend(_image(plot, fmt))
-            blocks.append(Para(f"Runs shown: {_links(plot.records, records)}."))
-    if envs:
-        blocks.append(Heading(2, "Environments", "environments"))
-        for k, env in enumerate(envs):
-            runs = [i for i, e in enumerate(env_of) if e == k]
-            blocks.append(Heading(3, f"Environment {k + 1}", f"env-{k + 1}"))
-            blocks.append(Table(_env_table(env)))
-            blocks.append(Para(f"Runs: {_links(runs, records)}."))
-    if notes:
-        blocks.append(Heading(2, "Not drawn", "notes"))
-        blocks.append(Bullets(tuple(notes)))
-    return blocks
+        blocks.append(Heading(level=2, text="Parity", anchor="parity"))
+        blocks.append(Table(markdown=parity_table([records[i] for i in parity])))
+    return blocks + _closing(page, envs, notes)
 
 
-def _measurement_tables(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """(title, anchor, Markdown table) of the speed, memory-vs-K, β-sweep and per-depth tables,
-    for the records that have them (epbench.views.speed_tables, epbench.views.pivot)."""
-    records = list(records)
+def _measurement_tables(records: Sequence[Record]) -> list[tuple[str, str, str]]:
+    """(title, anchor, Markdown table) of the speed, memory-vs-K, β-sweep, per-depth and RTRL
+    tables, for the records that have them."""
     out = []
-    speed = [r for r in records if r.get("measurement") == "speed"]
-    memory = [r for r in records if r.get("measurement") == "memory"]
-    sweeps = [r for r in records if r.get("measurement") == "beta-sweep"]
-    if speed:
-        out.append(("Speed (one training step)", "speed", speed_table(speed)))
-    if memory:
-        out.append(("Peak memory against K", "memory", memory_table(memory)))
-    if sweeps:
-        out.append(("β sweep (error against BPTT)", "beta-sweep", sweep_table(sweeps)))
+    for measurement, title, table in (
+        ("speed", "Speed (one training step)", speed_table),
+        ("memory", "Peak memory against K", memory_table),
+        ("beta-sweep", "β sweep (error against BPTT)", sweep_table),
+    ):
+        chosen = [r for r in records if r.measurement == measurement]
+        if chosen:
+            out.append((title, measurement, table(chosen)))
     if has_depths(records):
         out.append(("By depth", "depth", depth_table(records)))
-    if any(r.get("measurement") == "rtrl" for r in records):
-        out.append(("RTRL, BPTT and EP", "rtrl", rtrl_table(list(records))))
+    if any(r.measurement == "rtrl" for r in records):
+        out.append(("RTRL, BPTT and EP", "rtrl", rtrl_table(records)))
     return out
 
 
@@ -393,14 +428,13 @@ def _env_table(env: dict[str, Any]) -> str:
 
 
 def _image(plot: Plot, fmt: str) -> list[Block]:
-    return [Image(f"{plot.name}.{fmt}", plot.title, plot.caption)]
+    return [Image(src=f"{plot.name}.{fmt}", alt=plot.title, caption=plot.caption)]
 
 
-def write_report(
-    records: Sequence[dict[str, Any]], *, out: Path, fmt: str = "png"
-) -> dict[str, Any]:
+def write_report(records: Sequence[AnyRecord], *, out: Path, fmt: str = "png") -> dict[str, Any]:
     """Write the figures, `report.md` and `report.html` into `out`; returns their paths and the
     notes on what could not be drawn (including a missing matplotlib)."""
+    records = records_in(records)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     try:

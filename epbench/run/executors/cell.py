@@ -1,29 +1,29 @@
 """The worker's side of a cell: `run_cell(job)` runs one `CellJob` in the process it lands in.
 
 What comes in: a `CellJob` (epbench.run.executors). What goes out: a `CellOutcome` holding the
-record of `runner.run_measurement` (not written: the coordinator writes it), or an `EpbenchError`'s
-message. Per process, the plugin registry (`worker_registry`) and the datasets (`cell_inputs`) are
-built once and reused by the next cells; the peak memory is reset before each cell, so a record's
-`peak_memory_bytes` is that cell's own (Linux; elsewhere the process's peak so far).
+record of `epbench.run.dispatch.measure` (not written: the coordinator writes it), or an
+`EpbenchError`'s message. Per process, the plugin registry (`worker_registry`) and the inputs
+(`cell_inputs`) are built once and reused by the next cells; the peak memory is reset before
+each cell, so a record's `peak_memory_bytes` is that cell's own (Linux; elsewhere the process's
+peak so far).
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from epbench.core.errors import EpbenchError
+from epbench.core.measurement import Cell, Measurement, Output
 from epbench.core.process_memory import reset_peak_memory
 from epbench.core.protocols import Backend
-from epbench.core.records import RecordWriter, worker_environment
-from epbench.core.spec import TaskSpec
-from epbench.measurements.training import load_training_data
+from epbench.measurements.inputs import input_key, load_inputs
 from epbench.plugins.manager import make_plugin_manager
 from epbench.plugins.registry import Registry
-from epbench.run.executors import CellJob, CellOutcome
-from epbench.run.matrix import BATCH_MEASUREMENTS, load_batch, run_measurement
+from epbench.run.dispatch import measure
+from epbench.run.executors.job import CellJob, CellOutcome
+from epbench.run.store import RecordWriter, worker_environment
 
 
 @functools.lru_cache(maxsize=4)
@@ -37,89 +37,61 @@ class _Request:
     """Inputs to load; only `key` (`input_key`) takes part in equality and hashing."""
 
     key: tuple
-    spec: TaskSpec = field(compare=False)
-    measure: str = field(compare=False)
-    seed: int = field(compare=False)
-    dtype: str = field(compare=False)
-    data_dir: Path | None = field(compare=False)
+    kind: str = field(compare=False)
+    cell: Cell = field(compare=False)
 
 
-def input_key(
-    spec: TaskSpec, measure: str, *, seed: int, dtype: str, data_dir: Path | None
-) -> tuple | None:
-    """What the inputs of `measure` on `spec` depend on; None when it takes none. Cells with the
-    same key share one load (per process, and in the coordinator's data check)."""
-    if measure == "train":
-        return ("train", spec.data.source, spec.data.subset, spec.model.outputs, dtype, data_dir)
-    if measure in BATCH_MEASUREMENTS:
-        shape = (spec.model.inputs, spec.model.outputs)
-        toy_seed = seed if spec.data.source == "toy" else None
-        return ("batch", spec.data, shape, dtype, data_dir, toy_seed)
-    return None
-
-
-def load_inputs(
-    spec: TaskSpec, measure: str, *, seed: int, dtype: str, data_dir: Path | None
-) -> Any:
-    """The inputs `run_measurement` takes for `measure`: the `TrainingData` of `train`, the
-    `load_batch` mini-batch of the `BATCH_MEASUREMENTS`, None for the others."""
-    if measure == "train":
-        return load_training_data(spec, dtype=dtype, data_dir=data_dir)
-    if measure in BATCH_MEASUREMENTS:
-        return load_batch(spec, seed=seed, dtype=dtype, data_dir=data_dir)
-    return None
+def load_cell_inputs(kind: str, cell: Cell) -> Any:
+    """The inputs of `kind` (`Measurement.inputs`) for `cell`, loaded now."""
+    return load_inputs(kind, cell.spec, seed=cell.seed, dtype=cell.dtype, data_dir=cell.data_dir)
 
 
 def _load(request: _Request) -> Any:
-    return load_inputs(
-        request.spec,
-        request.measure,
-        seed=request.seed,
-        dtype=request.dtype,
-        data_dir=request.data_dir,
-    )
+    return load_cell_inputs(request.kind, request.cell)
 
 
 _training_data = functools.lru_cache(maxsize=2)(_load)  # whole training sets: keep few
 _batch = functools.lru_cache(maxsize=64)(_load)  # mini-batches: small
 
 
-def cell_inputs(
-    spec: TaskSpec, measure: str, *, seed: int, dtype: str, data_dir: Path | None
-) -> Any:
-    """`load_inputs`, once per process for each `input_key`."""
-    key = input_key(spec, measure, seed=seed, dtype=dtype, data_dir=data_dir)
+def cell_inputs(kind: str, cell: Cell) -> Any:
+    """`load_cell_inputs`, once per process for each `input_key`."""
+    key = input_key(kind, cell.spec, seed=cell.seed, dtype=cell.dtype, data_dir=cell.data_dir)
     if key is None:
         return None
-    request = _Request(key, spec, measure, seed, dtype, data_dir)
-    return _training_data(request) if key[0] == "train" else _batch(request)
+    request = _Request(key, kind, cell)
+    return _training_data(request) if kind == "training" else _batch(request)
 
 
 def clear_caches() -> None:
-    """Forget this process's datasets and registries (the in-process executor, when closed)."""
+    """Forget this process's inputs and registries (the in-process executor, when closed)."""
     _training_data.cache_clear()
     _batch.cache_clear()
     worker_registry.cache_clear()
 
 
-def execute(job: CellJob, backend: Backend) -> dict[str, Any]:
-    """Run `job` on `backend` in this process and return its record; the environment is the
-    coordinator's with this process's host, CPU, versions and pid."""
-    options = job.options
-    dtype = options.dtype or job.spec.dtype
-    inputs = cell_inputs(
-        job.spec, job.measure, seed=options.seed, dtype=dtype, data_dir=options.data_dir
-    )
-    env = {**job.env, **worker_environment()}
-    reset_peak_memory()
+def execute(job: CellJob, backend: Backend, measurement: Measurement) -> dict[str, Any]:
+    """Measure `job`'s cell with `backend` and `measurement` in this process and return its
+    record; the environment is the coordinator's with this process's host, CPU, versions and
+    pid."""
+    inputs = cell_inputs(measurement.inputs, job.cell)
     writer = RecordWriter.at(job.records)
-    return run_measurement(job.measure, job.spec, backend, inputs, options, writer, env)
+    output = Output(
+        folder=writer.folder,
+        traces_folder=writer.traces_folder,
+        environment={**job.env, **worker_environment()},
+    )
+    reset_peak_memory()
+    return measure(measurement, job.cell, backend, inputs, output)
 
 
 def run_cell(job: CellJob) -> CellOutcome:
-    """Run `job` in a worker process: its backend found by name in this process's registry."""
+    """Run `job` in a worker process: its backend and measurement found by name in this
+    process's registry."""
     try:
-        backend = worker_registry(job.select, job.block).get_backend(job.backend)
-        return CellOutcome(record=execute(job, backend))
+        registry = worker_registry(job.select, job.block)
+        backend = registry.get_backend(job.cell.backend)
+        measurement = registry.get_measurement(job.cell.measurement)
+        return CellOutcome(record=execute(job, backend, measurement))
     except EpbenchError as err:  # sent back as text: exception classes need not pickle
         return CellOutcome(error=str(err))

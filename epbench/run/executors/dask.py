@@ -19,9 +19,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from epbench.core.errors import EpbenchError
+from epbench.core.measurement import Measurement
 from epbench.core.protocols import Backend
-from epbench.run.executors import CellJob, CellOutcome
 from epbench.run.executors.cell import run_cell
+from epbench.run.executors.job import CellJob, CellOutcome
 
 
 def _distributed() -> Any:
@@ -67,8 +68,10 @@ class DaskExecutor:
         """The cluster's worker threads now (at least 1: jobs wait for workers to join)."""
         return max(1, sum(self.client.nthreads().values()))
 
-    def submit(self, job: CellJob, backend: Backend) -> Future[CellOutcome]:
-        """Send `job` to the cluster (the backend is found by name on the worker)."""
+    def submit(
+        self, job: CellJob, *, backend: Backend, measurement: Measurement
+    ) -> Future[CellOutcome]:
+        """Send `job` to the cluster (backend and measurement are found by name on the worker)."""
         remote = self.client.submit(
             run_cell, job, key=f"epbench-cell-{job.index}-{uuid.uuid4().hex[:8]}", pure=False
         )

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from concurrent.futures import Future
 
+from epbench.core.measurement import Measurement
 from epbench.core.protocols import Backend
-from epbench.run.executors import CellJob, CellOutcome
 from epbench.run.executors.cell import clear_caches, execute
+from epbench.run.executors.job import CellJob, CellOutcome
 
 
 class InlineExecutor:
@@ -21,11 +22,13 @@ class InlineExecutor:
     def slots(self) -> int:
         return 1
 
-    def submit(self, job: CellJob, backend: Backend) -> Future[CellOutcome]:
-        """Run `job` on the given `backend` object now; the future is already done."""
+    def submit(
+        self, job: CellJob, *, backend: Backend, measurement: Measurement
+    ) -> Future[CellOutcome]:
+        """Run `job` with the given objects now; the future is already done."""
         future: Future[CellOutcome] = Future()
         try:
-            future.set_result(CellOutcome(record=execute(job, backend)))
+            future.set_result(CellOutcome(record=execute(job, backend, measurement)))
         except Exception as err:  # the caller decides: EpbenchError stops the run
             future.set_exception(err)
         return future

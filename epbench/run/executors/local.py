@@ -16,9 +16,10 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from epbench.core.measurement import Measurement
 from epbench.core.protocols import Backend
-from epbench.run.executors import CellJob, CellOutcome
 from epbench.run.executors.cell import run_cell
+from epbench.run.executors.job import CellJob, CellOutcome
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
@@ -64,8 +65,10 @@ class LocalExecutor:
             self._pools[slot] = pool
         return pool
 
-    def submit(self, job: CellJob, backend: Backend) -> Future[CellOutcome]:
-        """Run `job` in a free slot's worker (the backend is found there by name)."""
+    def submit(
+        self, job: CellJob, *, backend: Backend, measurement: Measurement
+    ) -> Future[CellOutcome]:
+        """Run `job` in a free slot's worker (backend and measurement are found there by name)."""
         free = [i for i, f in enumerate(self._futures) if f is None or f.done()]
         if not free:
             raise RuntimeError(f"all {self.jobs} local workers are busy")

@@ -1,0 +1,3 @@
+"""The suite's version (records carry it)."""
+
+__version__ = "0.1.0"
