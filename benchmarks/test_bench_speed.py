@@ -15,9 +15,9 @@ from epbench.config.builtin_tasks import task_folder
 from epbench.config.tasks import resolve
 from epbench.core.flops import ALGORITHMS, total_flops, training_ops
 from epbench.core.params import init_params
+from epbench.measurements.inputs import load_batch
 from epbench.measurements.speed import step_function
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_batch
 
 ROUND_SECONDS = 2.0  # rounds per benchmark: about this much time, between 3 and 50 rounds
 

@@ -1,7 +1,7 @@
-"""`python -m epbench …` runs the command line."""
+"""`python -m epbench …` runs the command line (`epbench.cli.main`)."""
 
 import sys
 
-from epbench.cli.commands import main
+from epbench.cli import main
 
 sys.exit(main())

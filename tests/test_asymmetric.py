@@ -1,4 +1,4 @@
-"""Asymmetric feedback (PAPER.md §6.5, §7): independent feedback weights B{n+1}_{n} at an angle α to
+"""Asymmetric feedback (docs/theory.md §6.5, §7): independent feedback weights B{n+1}_{n} at an angle α to
 W{n}_{n+1}ᵀ. Core parts (initialisation, learning rates, task files, the per-epoch angle of the
 training hook), torch ↔ jax parity, and the GDU cosine against α on the `asymmetric` task."""
 
@@ -25,9 +25,9 @@ from epbench.core.params import (
     param_shapes,
 )
 from epbench.core.spec import ModelSpec
+from epbench.measurements.inputs import load_batch
 from epbench.measurements.training import TrainingData, train_algorithm
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_batch
 
 P2 = ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="sigm")
 
@@ -140,7 +140,7 @@ def test_torch_and_jax_agree_on_the_asymmetric_model(dtype: str) -> None:
 
 def total_cosine(bptt: dict[str, np.ndarray], ep: dict[str, np.ndarray]) -> float:
     """Cosine between the total EP update −Σ_t ΔEP and the total truncated-BPTT gradient
-    Σ_t ∇BPTT, over all parameters at once (PAPER.md §4, the reviewer's cosine)."""
+    Σ_t ∇BPTT, over all parameters at once (docs/theory.md §4, the reviewer's cosine)."""
     names = [k for k in bptt if not k.startswith("s")]
     a = np.concatenate([bptt[k].sum(0).ravel() for k in names])
     b = np.concatenate([-ep[k].sum(0).ravel() for k in names])

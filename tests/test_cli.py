@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from epbench.core.metrics import gdu_metrics
+from epbench.core.record import SCHEMA_VERSION, read_records
+from epbench.core.traces import load_traces
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_traces
 
 TASK = """
 description = "tiny"
@@ -65,6 +66,14 @@ def torch_installed() -> None:
 def test_backends_and_tasks_list(torch_installed: None) -> None:
     out = epbench("backends")
     assert out.returncode == 0 and "torch" in out.stdout
+    assert "capabilities" in out.stdout and "reference" in out.stdout  # torch's P-conv re-creation
+    assert "model fields" not in out.stdout
+    detail = epbench("backends", "--detail")
+    assert detail.returncode == 0 and "model fields" in detail.stdout
+    assert "feedback_angle" in detail.stdout
+    plugins = epbench("plugins")
+    assert plugins.returncode == 0 and "epbench_torch.plugin" in plugins.stdout
+    assert "epbench_register_backends" in plugins.stdout
     out = epbench("tasks")
     assert out.returncode == 0 and "mnist-fc[model=P-1h]" in out.stdout and "quick" in out.stdout
 
@@ -88,7 +97,7 @@ def test_run_toy_prints_per_layer_table_and_saved_traces_reproduce_metrics(
         assert header in proc.stdout
     (path,) = tmp_path.rglob("*.jsonl")
     (record,) = [json.loads(line) for line in path.read_text().splitlines()]
-    assert record["status"] == "ok" and record["schema"] == 1
+    assert record["status"] == "ok" and record["schema"] == SCHEMA_VERSION
     assert record["environment"]["backend_versions"]["torch"].startswith("2.")
     assert record["environment"]["commit"]
     assert record["metrics"]["saturated_outputs"] is None  # tanh does not saturate
@@ -133,6 +142,9 @@ def test_set_override_and_task_file_path(torch_installed: None, tmp_path: Path) 
         (["run", "mnist-fc[model=P-9h]"], ["P-9h", "P-1h"]),
         (["run", "toy", "--set", "dynamics.K=9000"], ["dynamics.K", "≤ dynamics.T"]),
         (["table", "no/such/results"], ["no/such/results"]),
+        (["run", "toy", "--repeat", "-1"], ["--repeat: expected an integer ≥ 0, found -1"]),
+        (["run", "toy", "--nosuch"], ["--nosuch", "epbench run --help"]),
+        (["parity", "toy", "--backend", "torch"], ["two or more backends", "['torch']"]),
     ],
 )
 def test_bad_names_give_one_line_errors(torch_installed: None, args, fragments) -> None:
@@ -222,3 +234,41 @@ def test_bad_data_files_exit_2_and_keep_earlier_records(
     one_line_error(missing, "--data-dir", "EPBENCH_DATA")
     assert records.read_bytes() == before
     assert list(out.rglob("*.jsonl")) == [records]
+
+
+def test_parity_and_profile_write_records(torch_installed: None, tmp_path: Path) -> None:
+    if "jax" not in Registry().get_backends():
+        pytest.skip("the jax backend is not installed")
+    proc = epbench(
+        "parity",
+        "toy",
+        "--backend",
+        "torch,jax",
+        "--preset",
+        "quick",
+        "--out",
+        str(tmp_path),
+        plugins="torch,jax",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "torch ↔ jax" in proc.stdout and "records appended to" in proc.stdout
+    (record,) = read_records([tmp_path])
+    assert record["measurement"] == "parity" and record["reference"] == "torch"
+    assert record["status"] == "ok" and record["metrics"]["parity"]["max"] <= 1e-10
+    out = tmp_path / "profile"
+    args = (
+        "--algorithm",
+        "bptt",
+        "--steps",
+        "1",
+        "--set",
+        "dynamics.T=20",
+        "--set",
+        "dynamics.K=5",
+    )
+    proc = epbench("profile", "toy", "--backend", "torch", *args, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "toy · torch · cpu · bptt:" in proc.stdout and "ms per step" in proc.stdout
+    (record,) = read_records([out])
+    assert record["measurement"] == "profile" and set(record["metrics"]["profile"]) == {"bptt"}
+    assert list(out.rglob("profiles/*.prof"))

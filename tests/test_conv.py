@@ -1,4 +1,4 @@
-"""The convolutional P-setting model ("P-conv", PAPER.md §3) at the core level: task-file schema and
+"""The convolutional P-setting model ("P-conv", docs/theory.md §3) at the core level: task-file schema and
 its one-line errors, canonical shapes and initialisation, torch ↔ jax parity, and GDU at the Fig. 4
 configuration on MNIST.
 """
@@ -13,9 +13,9 @@ from epbench.core.errors import TaskError, UnknownNameError
 from epbench.core.metrics import gdu_metrics
 from epbench.core.params import init_params, param_shapes, state_shapes
 from epbench.core.spec import ConvSpec, ModelSpec
+from epbench.measurements.inputs import load_batch
 from epbench.measurements.parity import compare_outputs, outputs
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_batch
 
 PAPER_CONV = ConvSpec(input=(1, 28, 28), channels=(32, 64), kernel=5, padding=0, pool=2)
 
@@ -260,7 +260,7 @@ def test_gdu_cell_with_the_unsaturated_nudge(backend_name: str, mnist_available,
     ≥ 0.99 in the record, where the paper's nudge stays below (test_gdu_fig4_configuration)."""
     import json
 
-    from epbench.cli.commands import main
+    from epbench.cli import main
     from epbench.views.tables import format_record
 
     sets = ["dynamics.T=100", "data.batch=20", "dynamics.nudge=unsaturated"]

@@ -18,7 +18,8 @@ from epbench.core.metrics import arrival, signal_metrics
 from epbench.measurements.inputs import load_batch
 from epbench.measurements.training import load_training_data
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.matrix import run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.views.pivot import depth_table, has_depths
 
 

@@ -30,7 +30,8 @@ from epbench.core.record import read_records
 from epbench.plugins.manager import make_plugin_manager
 from epbench.plugins.registry import Registry
 from epbench.run.executors import make_executor
-from epbench.run.matrix import RunOptions, run_matrix
+from epbench.run.matrix import run_matrix
+from epbench.run.resolve import RunOptions
 from epbench.run.store import RecordWriter, ok_records
 
 SUPPORT = Path(__file__).resolve().parent / "support"

@@ -9,7 +9,8 @@ import pytest
 from epbench.config.tasks import resolve
 from epbench.measurements.inputs import load_batch
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.matrix import run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.run.store import environment
 
 

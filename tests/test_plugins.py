@@ -146,7 +146,7 @@ def test_bptt_trace_matches_finite_differences(backend, activation):
 
 def test_ep_approaches_minus_bptt_where_the_dynamics_are_a_gradient(backend):
     """hardsigm with every unit inside (0, 1) is the identity, so there F = ∂Φ/∂s exactly
-    (PAPER.md §3) and the GDU theorem (§2) holds: ΔEP → −∇BPTT with error O(β) one-sided and
+    (docs/theory.md §3) and the GDU theorem (§2) holds: ΔEP → −∇BPTT with error O(β) one-sided and
     O(β²) symmetric (the remaining non-linearity is the nudge's own dependence on s⁰_t)."""
     model = ModelSpec(setting="P", inputs=4, sizes=(3, 5, 4), activation="hardsigm")
     rng = np.random.default_rng(1)
@@ -159,7 +159,7 @@ def test_ep_approaches_minus_bptt_where_the_dynamics_are_a_gradient(backend):
     assert residual < 1e-14 and all(((s > 0.05) & (s < 0.95)).all() for s in s_star)
     bptt = net.bptt_trace(p, x, y, start=s_star, steps=5)
     assert bptt.keys() == {*canonical, "s0", "s1", "s2"}
-    # Layer 2 cannot feel the output before step 2 (PAPER.md §4).
+    # Layer 2 cannot feel the output before step 2 (docs/theory.md §4).
     assert not bptt["W2_x"][:2].any() and np.abs(bptt["W2_x"][2]).min() > 0
 
     def error(beta, symmetric):

@@ -11,7 +11,8 @@ from epbench.config.tasks import resolve
 from epbench.measurements.inputs import load_batch
 from epbench.measurements.rtrl import METHODS
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.matrix import run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.views.rtrl import rtrl_table
 
 

@@ -26,7 +26,8 @@ from epbench.measurements.memory import sweep
 from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
 from epbench.measurements.speed import Timed, paired_phases, time_rounds
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.matrix import run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.run.store import RecordWriter, environment
 from epbench.views.speed_tables import memory_table, speed_table
 

@@ -15,7 +15,8 @@ from epbench.core.errors import TaskError
 from epbench.measurements.beta_sweep import DEFAULT_BETAS, betas_of, fit_slope, sweep_error
 from epbench.measurements.inputs import load_batch
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_measurement
+from epbench.run.matrix import run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.views.tables import format_record, overview
 
 GRID = "dynamics.betas=[0.001, 0.01, 0.1]"

@@ -14,8 +14,8 @@ import pytest
 from epbench.config.tasks import resolve
 from epbench.core.metrics import relative_error
 from epbench.core.params import init_params
+from epbench.measurements.inputs import load_batch
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import load_batch
 
 CELLS = {
     "toy": ("toy", {}),

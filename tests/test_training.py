@@ -28,7 +28,8 @@ from epbench.measurements.training import (
     train_algorithm,
 )
 from epbench.plugins.registry import Registry
-from epbench.run.matrix import RunOptions, run_matrix, run_measurement
+from epbench.run.matrix import run_matrix, run_measurement
+from epbench.run.resolve import RunOptions
 from epbench.run.store import RecordWriter, environment
 from epbench.views.tables import overview, paper_table, seed_summary_table
 

@@ -21,7 +21,7 @@ from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from epbench.core.errors import TaskError, UnknownNameError
+from epbench.core.errors import EpbenchError, TaskError, UnknownNameError
 from epbench.core.spec import (
     ACTIVATIONS,
     DATA_SOURCES,
@@ -718,3 +718,29 @@ def build_spec(
         source=where,
         config=plain,
     )
+
+
+def select_cells(
+    registry: Registry,
+    tasks: Iterable[str],
+    *,
+    preset: str = DEFAULT_PRESET,
+    overrides: Iterable[str] = (),
+    sweeps: Iterable[str] = (),
+) -> list[TaskSpec]:
+    """The validated task cells `tasks` names (registered names, `name[axis=value]` selectors,
+    or `.toml` paths) for `preset`, the `--set` overrides and the `--sweep` axes."""
+    cells: list[TaskSpec] = []
+    options = {"preset": preset, "overrides": tuple(overrides), "sweeps": tuple(sweeps)}
+    for text in tasks:
+        if text.endswith(".toml"):
+            path = Path(text)
+            if not path.is_file():
+                raise EpbenchError(
+                    f"task file {text}: expected a readable TOML file, found nothing"
+                )
+            cells += resolve(path, **options)
+            continue
+        name, selection = parse_selector(text)
+        cells += resolve(registry.get_task_path(name), name=name, selection=selection, **options)
+    return cells

@@ -11,6 +11,7 @@ import importlib
 import os
 from collections.abc import Iterable
 from importlib.metadata import entry_points
+from typing import Any
 
 import pluggy
 
@@ -55,3 +56,16 @@ def make_plugin_manager(
             continue
         pm.register(entry_point.load(), name=entry_point.name)
     return pm
+
+
+def plugin_hooks(pm: pluggy.PluginManager) -> list[dict[str, Any]]:
+    """Each plugin registered with `pm`, in registration order: its name, the module it is (or
+    the class of the object it is), and the names of the hooks it implements."""
+    found = []
+    for name, plugin in pm.list_name_plugin():
+        callers = pm.get_hookcallers(plugin) or []
+        kind = type(plugin)
+        module = getattr(plugin, "__name__", None) or f"{kind.__module__}.{kind.__qualname__}"
+        hooks = sorted(caller.name for caller in callers)
+        found.append({"name": name, "module": module, "hooks": hooks})
+    return found

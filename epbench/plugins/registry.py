@@ -82,6 +82,22 @@ class Registry:
     def get_backends(self) -> dict[str, Backend]:
         return dict(sorted(self._backends.items()))
 
+    def select_backends(self, text: str) -> list[Backend]:
+        """The backends `text` names (`a,b`, each once, in that order), or every installed one
+        when it names none; an EpbenchError when there are none."""
+        names = list(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+        backends = (
+            [self.get_backend(name) for name in names]
+            if names
+            else list(self.get_backends().values())
+        )
+        if not backends:
+            raise EpbenchError(
+                "no backend installed: expected at least one (pip install an epbench "
+                "backend such as backends/epbench-torch), found none"
+            )
+        return backends
+
     def get_task_path(self, name: str) -> Path:
         try:
             return self._tasks[name]

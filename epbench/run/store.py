@@ -1,5 +1,5 @@
 """Writing run records: the JSONL files, their atomic appends, and what a record says of the
-machine and the checkout (moved here from `epbench.core.records`).
+machine and the checkout.
 
 File layout: `<out>/<machine>/<UTC stamp>_<commit>_<pid>.jsonl`, with saved traces
 (`--save-traces`) in a folder of the same stem beside it. `<machine>` is `EPBENCH_MACHINE` or the
