@@ -12,8 +12,8 @@ same for every backend. Ops are plain tuples, so that a backend can time the ver
                                              B maps O×H'×W' → C×H×W), the same FLOPs
     ("conv_w", B, C, H, W, O, k, p)          its adjoint w.r.t. the kernel (the kernel gradient)
 
-Counts, with `step` the GEMMs/convolutions of one step of the dynamics (PAPER.md §3) and `proj`
-the static input projection, counted ONCE PER PHASE (DESIGN.md, performance principles):
+Counts, with `step` the GEMMs/convolutions of one step of the dynamics (docs/theory.md §3) and `proj`
+the static input projection, counted ONCE PER PHASE (the static input costs nothing per step):
 
     free phase (T steps)     T · step + proj
     EP nudged phase          K · step + proj; the update (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β costs
@@ -28,7 +28,7 @@ Fully connected (`W{n}_{n+1}` of shape (m_n, m_{n+1})): a step has two GEMMs per
 receiving r^{n+1} W{n}_{n+1}ᵀ, ("gemm", B, m_{n+1}, m_n), and layer n+1 receiving r^n W{n}_{n+1},
 ("gemm", B, m_n, m_{n+1}); the projection of input layer n is ("gemm", B, inputs, m_n); ∂Φ/∂W is
 the outer product ("gemm", m_n, B, m_{n+1}).
-P-conv (PAPER.md §3): the fully connected output as above; per conv layer fed by a state, one
+P-conv (docs/theory.md §3): the fully connected output as above; per conv layer fed by a state, one
 convolution up and one transposed convolution down per step; the input convolution is the
 projection; ∂Φ/∂kernel is a kernel gradient ("conv_w").
 """

@@ -1,4 +1,4 @@
-"""GDU metrics of PAPER.md §4, computed from traces (numpy only).
+"""GDU metrics of docs/theory.md §4, computed from traces (numpy only).
 
 Every function takes the BPTT trace `a` (∇BPTT(t), shape (K, …)) and the EP trace `ep` (ΔEP(β, t),
 same shape) of one canonical name and compares `a_t` with `b_t = −ΔEP(β, t)`.
@@ -14,7 +14,7 @@ Traces = dict[str, np.ndarray]
 
 
 def is_state(name: str) -> bool:
-    """State traces (`s{n}`) are compared per step; parameter traces cumulatively (PAPER.md §4)."""
+    """State traces (`s{n}`) are compared per step; parameter traces cumulatively (docs/theory.md §4)."""
     return name.startswith("s")
 
 
@@ -86,7 +86,7 @@ ARRIVAL_FRACTION = 0.2  # `arrival`: share of a layer's largest EP neuron update
 
 def arrival(bptt: Traces, ep: Traces) -> dict[str, dict[str, int | None]]:
     """The nudged-phase step at which the error signal first reaches each layer, from the neuron
-    traces `s{n}` (PAPER.md §2; index t is ΔEP_s(β, t) = (s^β_{t+1} − s^β_t) / β):
+    traces `s{n}` (docs/theory.md §2; index t is ΔEP_s(β, t) = (s^β_{t+1} − s^β_t) / β):
 
     ep    the first t at which max_i |ΔEP_sn(t)_i| reaches `ARRIVAL_FRACTION` of its largest value
           over the K steps. Before the nudge reaches layer n its trace is only the drift of a free
@@ -114,7 +114,7 @@ def arrival(bptt: Traces, ep: Traces) -> dict[str, dict[str, int | None]]:
 def signal_metrics(bptt: Traces, ep: Traces) -> dict[str, object]:
     """`arrival` of every layer and `signal_steps`: the EP arrival step of the deepest layer (the
     highest state index), i.e. the nudged steps the signal needs to reach the layer next to the
-    input (PAPER.md §2); None when it never does within the K steps."""
+    input (docs/theory.md §2); None when it never does within the K steps."""
     steps = arrival(bptt, ep)
     deepest = max((n for n in bptt if is_state(n)), key=lambda n: int(n[1:]), default=None)
     return {

@@ -1,6 +1,6 @@
 """Canonical parameter and state names, shapes, and seeded initialisation (numpy only).
 
-Names shared by every backend (PAPER.md §3):
+Names shared by every backend (docs/theory.md §3):
 
     W{n}_{n+1}   weight between layer n and layer n+1, shape (sizes[n], sizes[n+1]);
                  layer n receives `W{n}_{n+1} ρ(s^{n+1})`, layer n+1 receives `W{n}_{n+1}ᵀ ρ(s^n)`.
@@ -12,7 +12,7 @@ Initialisation follows the reference code (PyTorch `Linear` defaults): every wei
 U(−1/√fan_in, +1/√fan_in), where fan_in is the width of the weight's input side; each layer owns the
 bias of its input-side weight (`W{n}_{n+1}`, or `W{N}_x` for the last layer).
 
-Convolutional models (`model.conv`, PAPER.md §3 "P-conv"), N conv layers, k×k kernels, C_n channels
+Convolutional models (`model.conv`, docs/theory.md §3 "P-conv"), N conv layers, k×k kernels, C_n channels
 in layer n (C_{N+1} = the image's channels):
 
     W0_1         fully connected weight, shape (sizes[0], C₁·H₁·W₁); layer 1 is flattened in
@@ -24,7 +24,7 @@ in layer n (C_{N+1} = the image's channels):
 
 Kernels are initialised like PyTorch `Conv2d`: fan_in = C_{n+1}·k·k, for the kernel and its bias.
 
-Asymmetric models (`model.feedback_angle` = α in degrees, PAPER.md §6.5, §7) add independent
+Asymmetric models (`model.feedback_angle` = α in degrees, docs/theory.md §6.5, §7) add independent
 feedback weights, which replace `W{n}_{n+1}ᵀ` in the drive of layer n+1:
 
     B{n+1}_{n}   feedback weight from layer n to layer n+1, shape (sizes[n+1], sizes[n]);
@@ -185,7 +185,7 @@ def feedback_angles_deg(params: dict[str, np.ndarray]) -> dict[str, float]:
 def learning_rates(
     model: ModelSpec, lrs: tuple[float, ...], *, feedback: str = "ep"
 ) -> dict[str, float]:
-    """Map per-layer learning rates (output first, PAPER.md §5) to canonical parameter names.
+    """Map per-layer learning rates (output first, docs/theory.md §5) to canonical parameter names.
 
     A feedback weight `B{n+1}_{n}` gets the rate of its layer n+1, or 0 with `feedback="frozen"`
     (`TrainSpec.feedback`): the training steps then leave it at its initial value."""
