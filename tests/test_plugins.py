@@ -48,9 +48,9 @@ def backend(example):
 
 
 def test_example_backend_passes_the_conformance_suite(backend):
-    from epbench.plugins.conformance import check_backend
+    from epbench.plugins.conformance import assert_conforms
 
-    check_backend(backend)
+    assert_conforms(backend)
 
 
 def test_unsupported_combinations_are_declined_with_a_reason(backend):

@@ -119,7 +119,8 @@ def measure_cells(
 @click.option(
     "--tolerance",
     type=POSITIVE,
-    help="exit 1 above this relative difference (default 1e-10 float64, 1e-4 float32)",
+    help="exit 1 above this relative difference for every quantity (default: per quantity, "
+    "from the dtype's rounding and, for EP traces, the cancellation of their β-differences)",
 )
 @click.pass_context
 def parity(ctx: click.Context, cell_args: CellArgs, tolerance: float | None) -> int:

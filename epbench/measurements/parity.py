@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from epbench.core import tolerance as tol
 from epbench.core.errors import EpbenchError
 from epbench.core.estimators import signed_beta
 from epbench.core.measurement import Cell, Output
@@ -41,11 +42,7 @@ def outputs(
     T, K = spec.dynamics.T, spec.dynamics.K
     beta, symmetric = signed_beta(spec.dynamics, seed=seed)
     params_np = init_params(spec.model, seed=seed, dtype=dtype)
-    lrs = (
-        learning_rates(spec.model, spec.train.lrs)
-        if spec.train.lrs
-        else dict.fromkeys(params_np, 0.01)
-    )
+    lrs = step_lrs(spec, params_np)
     net = backend.build(spec.model, dtype=dtype, device=device)
     params = net.load(params_np)
     mid, _ = net.free_phase(params, x, steps=T - K)
@@ -82,35 +79,70 @@ def parity_record(diffs: dict[str, dict[str, float]]) -> dict[str, Any]:
     return {"max": max(worst.values()), "per_group": worst, "per_name": diffs}
 
 
-def default_tolerance(dtype: str) -> float:
-    """The agreement epbench promises between backends: 1e-10 in float64, 1e-4 in float32."""
-    return 1e-10 if dtype == "float64" else 1e-4
+def step_lrs(spec: TaskSpec, params: dict[str, np.ndarray]) -> dict[str, float]:
+    """The learning rates of the compared training steps: the task's, else 0.01 for all."""
+    if spec.train.lrs:
+        return learning_rates(spec.model, spec.train.lrs)
+    return dict.fromkeys(params, 0.01)
+
+
+def limits(
+    spec: TaskSpec, reference: dict[str, dict[str, np.ndarray]], *, dtype: str, seed: int
+) -> dict[str, dict[str, float]]:
+    """The relative tolerance of every compared quantity (epbench.core.tolerance), from the
+    reference backend's outputs: plain float rounding for states, BPTT traces and the BPTT step;
+    for EP traces the cancellation of their differences divided by β_eff; for the EP step the
+    rounding of an update made of such a difference. In Frobenius norms (`tolerance.rms`)."""
+    beta, _ = signed_beta(spec.dynamics, seed=seed)
+    plain = tol.plain_rtol(dtype)
+    out = {group: dict.fromkeys(arrays, plain) for group, arrays in reference.items()}
+    divisor = tol.beta_eff(setting=spec.model.setting, beta=beta, epsilon=spec.model.epsilon)
+    out["EP traces"] = tol.ep_trace_rtols(
+        dtype,
+        traces=reference["EP traces"],
+        states=reference["free states"],
+        beta_eff=divisor,
+        scale=tol.rms,
+    )
+    lrs = step_lrs(spec, reference["EP step"])
+    out["EP step"] = {
+        name: tol.ep_step_rtol(dtype, lr=lrs[name], beta=beta, param_scale=max(tol.rms(v), 1e-300))
+        for name, v in reference["EP step"].items()
+    }
+    return out
 
 
 def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:
     """Compare `backend` with the cell's reference backend (`cell.argument("against")`, found by
     name among the installed ones) on the cell's parameters and batch: the record's fields,
-    status `ok` when every difference is within the tolerance (`cell.argument("tolerance")`,
-    else `default_tolerance`), else `failed`; a skip when the reference cannot run the cell."""
+    status `ok` when every difference is within its tolerance (`limits`, or the run's
+    `cell.argument("tolerance")` for all), else `failed`; a skip when the reference cannot run
+    the cell. `metrics.parity` holds the differences, the tolerances and `worst_share`, the
+    largest difference as a share of its tolerance."""
     against = cell.argument("against")
     if not against:
         raise EpbenchError("parity: expected a reference backend (--backend REFERENCE,OTHER)")
     reference = Registry().get_backend(against)
-    limit = cell.argument("tolerance") or default_tolerance(cell.dtype)
-    part: dict[str, Any] = {"reference": against, "tolerance": limit}
+    given = cell.argument("tolerance")
+    part: dict[str, Any] = {"reference": against, "tolerance": given}
     reason = support_reason(reference, cell.spec.model, dtype=cell.dtype, device=cell.device)
     if reason:
         return {**part, "status": "skipped", "reason": f"reference {against}: {reason}"}
     like = {"dtype": cell.dtype, "device": cell.device, "seed": cell.seed}
-    diffs = compare_outputs(
-        outputs(cell.spec, reference, batch, **like), outputs(cell.spec, backend, batch, **like)
-    )
-    summary = parity_record(diffs)
-    part["metrics"] = {"parity": summary}
-    if summary["max"] > limit:
+    want = outputs(cell.spec, reference, batch, **like)
+    diffs = compare_outputs(want, outputs(cell.spec, backend, batch, **like))
+    bound = limits(cell.spec, want, dtype=cell.dtype, seed=cell.seed)
+    if given is not None:
+        bound = {group: dict.fromkeys(values, given) for group, values in bound.items()}
+    shares = {g: {n: d / bound[g][n] for n, d in values.items()} for g, values in diffs.items()}
+    worst = max((share, g, n) for g, values in shares.items() for n, share in values.items())
+    part["metrics"] = {"parity": {**parity_record(diffs), "limits": bound, "worst_share": worst[0]}}
+    if worst[0] > 1:
+        _, group, name = worst
         return {
             **part,
             "status": "failed",
-            "reason": f"max relative difference {summary['max']:.2e} > {limit:.0e}",
+            "reason": f"{group} {name}: relative difference {diffs[group][name]:.2e} > "
+            f"tolerance {bound[group][name]:.1e}",
         }
     return part

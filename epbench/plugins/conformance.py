@@ -1,316 +1,498 @@
-"""The conformance suite every backend plugin runs: `check_backend(backend)`.
+"""The conformance suite of backend plugins: a backend's numbers against golden float64 traces.
 
-It builds a few small models (EB and P, toy-shaped and layered, each activation, with and without
-clamping, and a small P-conv with padding and max-pooling), and for every (model, dtype, device)
-the backend does not decline through `supports()` checks that the backend honours the contract
-of `epbench.core.protocols`: parameter round trips, phase
-composition, trace names and shapes, the symmetric estimator, the training steps against the traces,
-prediction, determinism, BPTT against finite differences, the optional RTRL gradient against BPTT
-(when the network has `rtrl_gradient`) — and, in float64 on the tied EB models, the GDU theorem
-itself. A P-setting model with independent feedback weights (`feedback_angle`) is among the cases:
-a backend that does not implement it must decline it through `supports()`.
+    from epbench.plugins.conformance import assert_conforms, check_backend
 
-Use it from a plugin's own tests::
+    def test_conformance():                       # in a plugin's own tests
+        assert_conforms(MyBackend())              # float64 and float32 on the CPU; raises
+                                                  # ConformanceError (an AssertionError) listing
+                                                  # every failure
 
-    from epbench.plugins.conformance import check_backend
-    def test_conformance():
-        check_backend(MyBackend())
+    report = check_backend(MyBackend(), dtype="float32", device="cpu", cases=["P-1h-sigm"])
+    report.failures        # [Failure], each printed as
+                           # "P-1h-sigm: BPTT traces s0: max rel diff 0.93 > 1.2e-05 (float32, cpu)"
+    report.skipped         # {case: reason} for the cases the backend does not support
+    report.ran             # the cases that ran
+    report.raise_for_failures()   # ConformanceError when any failed or none ran
 
-It raises AssertionError naming the model, dtype and check on the first violation, and returns the
-list of checks it ran and skipped (with reasons).
+What comes in: a `Backend` (epbench.core.protocols), one dtype, one device, optionally the names
+of the golden cases to run (default: all). What goes out: a `Report`; `check_backend` never
+raises for a wrong backend — an exception inside a case is a failure naming the case, the step,
+the dtype and the device.
+
+The golden cases (`epbench.plugins.golden`, written by `scripts/make_golden.py` with the torch
+backend in float64) cover the toy model, the EB and P settings with every activation and 1 and 2
+hidden layers, an EB model with clamping, a small P-conv and an asymmetric model (feedback angle),
+each on a batch of 3 with inputs outside [0, 1] (so ρ(x) ≠ x). A case the backend does not support
+(`epbench.core.support.support_reason`: its `model_fields` and its `supports`) is skipped with the
+reason. For every other case the suite compares, with the backend's own network:
+
+- the free-phase states s_T, the residual, the loss and error count of the training steps;
+- the EP traces (positive and symmetric estimators, docs/theory.md §2), the BPTT traces;
+- the parameters after one EP step (positive and symmetric) and one BPTT step;
+- the RTRL gradient against Σ_t ∇BPTT_θ(t), when the network is an `RtrlNetwork`;
+
+each array as max|got − want| / max|want| against `epbench.core.tolerance` (float64: ≤ 1e-9;
+float32: the plain rounding bound, or for EP traces and EP steps the bound of their cancellation).
+And the structural contract: protocol conformance (`isinstance` with `Backend`, `Network` and the
+declared optional capabilities), trace keys, shapes and dtypes, parameter round trips, zero steps,
+T = (T − K) + K, determinism of the free phase, predictions, and that the symmetric trace is the
+mean of the +β and −β traces.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
-from epbench.core.params import init_params, param_shapes, state_shapes
-from epbench.core.protocols import Backend, Network
-from epbench.core.spec import ConvSpec, ModelSpec
+from epbench.core import tolerance
+from epbench.core.protocols import (
+    Backend,
+    Network,
+    ReferenceBackend,
+    ReferenceNetwork,
+    RtrlNetwork,
+)
+from epbench.core.support import support_reason
+from epbench.plugins import golden
+from epbench.plugins.golden import GoldenCase
 
-
-@dataclass(frozen=True, kw_only=True)
-class Case:
-    name: str
-    model: ModelSpec
-    T: int
-    K: int
-    batch: int = 3
-
-
-CASES = (
-    Case(
-        name="toy-EB-tanh",
-        model=ModelSpec(
-            setting="EB", inputs=5, sizes=(10, 12), input_to=(0, 1), activation="tanh", epsilon=0.2
-        ),
-        T=600,
-        K=12,
-    ),
-    Case(
-        name="EB-2h-sigm-clamp",
-        model=ModelSpec(
-            setting="EB", inputs=7, sizes=(4, 6, 5), activation="sigm", epsilon=0.2, clamp=True
-        ),
-        T=60,
-        K=8,
-    ),
-    Case(
-        name="P-2h-tanh",
-        model=ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="tanh"),
-        T=80,
-        K=10,
-    ),
-    Case(
-        name="P-1h-hardsigm",
-        model=ModelSpec(setting="P", inputs=7, sizes=(4, 9), activation="hardsigm"),
-        T=40,
-        K=6,
-    ),
-    Case(
-        name="P-conv-hardsigm",
-        # 1×12×12 → 3×3 conv (3 ch), pad 1 → pool 2 → s² (3, 6, 6) → conv (4 ch) → pool → s¹
-        # (4, 3, 3) → fully connected → s⁰ (5).
-        model=ModelSpec(
-            setting="P",
-            inputs=144,
-            sizes=(5, 36, 108),
-            activation="hardsigm",
-            conv=ConvSpec(input=(1, 12, 12), channels=(3, 4), kernel=3, padding=1, pool=2),
-        ),
-        T=40,
-        K=6,
-    ),
-    Case(
-        name="P-2h-asymmetric",
-        # independent feedback weights B1_0, B2_1 at 30° to W0_1ᵀ, W1_2ᵀ (vector-field dynamics)
-        model=ModelSpec(
-            setting="P", inputs=7, sizes=(4, 6, 5), activation="sigm", feedback_angle=30.0
-        ),
-        T=60,
-        K=8,
-    ),
+Arrays = dict[str, np.ndarray]
+# Every member of `epbench.core.protocols.Network`, named in a failed isinstance check.
+NETWORK_MEMBERS = tuple(
+    "model dtype device load dump free_phase states ep_trace bptt_trace ep_step bptt_step "
+    "predict synchronize".split()
 )
 
 
-def _batch(case: Case, dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(7)
-    x = rng.random((case.batch, case.model.inputs)).astype(dtype)
-    y = np.eye(case.model.outputs, dtype=dtype)[rng.integers(0, case.model.outputs, case.batch)]
-    return x, y
+class ConformanceError(AssertionError):
+    """A backend failed the conformance suite; the message lists every failure."""
 
 
-def _close(label: str, got: np.ndarray, want: np.ndarray, rtol: float) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Failure:
+    """One violated check: the case, the quantity (e.g. "BPTT traces s0"), what was wrong."""
+
+    case: str
+    quantity: str
+    detail: str
+    dtype: str
+    device: str
+
+    def __str__(self) -> str:
+        return f"{self.case}: {self.quantity}: {self.detail} ({self.dtype}, {self.device})"
+
+
+@dataclass(kw_only=True)
+class Report:
+    """What `check_backend` found for one backend, dtype and device."""
+
+    backend: str
+    dtype: str
+    device: str
+    ran: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when at least one case ran and nothing failed."""
+        return bool(self.ran) and not self.failures
+
+    def lines(self) -> list[str]:
+        """ "ran: case", "skipped: case (reason)" and "failed: <failure>" lines."""
+        return (
+            [f"ran: {case}" for case in self.ran]
+            + [f"skipped: {case} ({reason})" for case, reason in self.skipped.items()]
+            + [f"failed: {failure}" for failure in self.failures]
+        )
+
+    def __str__(self) -> str:
+        head = f"{self.backend} ({self.dtype}, {self.device}): {len(self.ran)} case(s) ran, "
+        head += f"{len(self.skipped)} skipped, {len(self.failures)} failure(s)"
+        return "\n".join([head, *self.lines()])
+
+    def raise_for_failures(self) -> Report:
+        """Raise ConformanceError when a check failed or no case ran; else return self."""
+        if not self.ran and not self.failures:
+            raise ConformanceError(f"{self}\nevery conformance case was declined")
+        if self.failures:
+            raise ConformanceError(str(self))
+        return self
+
+
+def max_rel_diff(got: np.ndarray, want: np.ndarray) -> float:
+    """max|got − want| / max|want| in float64 (the absolute maximum when `want` is all zero)."""
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
-    assert got.shape == want.shape, f"{label}: shape {got.shape}, expected {want.shape}"
-    scale = max(float(np.linalg.norm(want)), 1e-30)
-    err = float(np.linalg.norm(got - want)) / scale
-    assert err <= rtol or np.allclose(got, want, rtol=0, atol=rtol * 1e-3), (
-        f"{label}: relative difference {err:.2e} > {rtol:.0e}"
-    )
+    diff = float(np.max(np.abs(got - want), initial=0.0))
+    scale = float(np.max(np.abs(want), initial=0.0))
+    if not np.isfinite(diff):
+        return float("inf")
+    return diff / scale if scale > 0 else diff
 
 
-class _Checker:
-    def __init__(self, backend: Backend, case: Case, dtype: str, device: str) -> None:
-        self.case, self.dtype = case, dtype
-        self.net: Network = backend.build(case.model, dtype=dtype, device=device)
-        self.p_np = init_params(case.model, seed=3, dtype=dtype)
-        self.x, self.y = _batch(case, dtype)
-        self.rtol = 1e-9 if dtype == "float64" else 2e-4
-        self.where = f"{backend.name}: {case.name} {dtype} {device}"
+def compare_arrays(
+    quantity: str, got: Arrays, want: Arrays, rtol: Callable[[str], float]
+) -> list[tuple[str, str]]:
+    """(quantity, detail) for every disagreement of `got` with `want`: missing or extra names,
+    shapes, and values beyond `rtol(name)` (max_rel_diff). Empty when they agree."""
+    out = []
+    if set(got) != set(want):
+        extra, missing = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        out.append((f"{quantity} keys", f"missing {missing}, unexpected {extra}"))
+    for name in want:
+        if name not in got:
+            continue
+        shape, expected = np.shape(got[name]), np.shape(want[name])
+        if shape != expected:
+            out.append((f"{quantity} {name}", f"shape {shape}, expected {expected}"))
+            continue
+        diff, limit = max_rel_diff(got[name], want[name]), rtol(name)
+        if not diff <= limit:
+            out.append((f"{quantity} {name}", f"max rel diff {diff:.2g} > {limit:.1e}"))
+    return out
 
-    def fresh(self):  # training steps may update parameters in place
-        return self.net.load(self.p_np)
 
-    def params_round_trip(self) -> None:
-        dumped = self.net.dump(self.fresh())
-        assert set(dumped) == set(self.p_np), f"{self.where}: dump keys {sorted(dumped)}"
-        for name, value in self.p_np.items():
-            assert dumped[name].dtype == np.dtype(self.dtype), f"{self.where}: {name} dtype"
-            np.testing.assert_array_equal(dumped[name], value, err_msg=f"{self.where}: {name}")
+@dataclass(kw_only=True)
+class _Case:
+    """The checks of one golden case for one backend network, dtype and device."""
 
-    def phases(self) -> None:
-        case, net, p = self.case, self.net, self.fresh()
-        zero, residual = net.free_phase(p, self.x, steps=0)
-        states = net.states(zero)
-        shapes = state_shapes(case.model, case.batch)
-        assert {k: v.shape for k, v in states.items()} == shapes, f"{self.where}: state shapes"
-        assert all(not v.any() for v in states.values()), f"{self.where}: steps=0 not zeros"
-        assert residual == 0.0, f"{self.where}: residual of 0 steps is {residual}"
-        whole, res_whole = net.free_phase(p, self.x, steps=case.T)
-        mid, _ = net.free_phase(p, self.x, steps=case.T - case.K)
-        split, res_split = net.free_phase(p, self.x, steps=case.K, start=mid)
-        again, _ = net.free_phase(p, self.x, steps=case.T)
-        for name, value in net.states(whole).items():
-            _close(
-                f"{self.where}: free phase T vs (T−K)+K, {name}",
-                net.states(split)[name],
-                value,
-                self.rtol,
+    golden: GoldenCase
+    net: Network
+    dtype: str
+    device: str
+    failures: list[Failure] = field(default_factory=list)
+
+    def fail(self, quantity: str, detail: str) -> None:
+        spec = self.golden.spec
+        self.failures.append(
+            Failure(
+                case=spec.name,
+                quantity=quantity,
+                detail=detail,
+                dtype=self.dtype,
+                device=self.device,
             )
-            np.testing.assert_array_equal(
-                net.states(again)[name],
-                value,
-                err_msg=f"{self.where}: free phase not deterministic",
-            )
-        assert np.isfinite(res_whole) and res_whole >= 0, f"{self.where}: residual {res_whole}"
-        _close(f"{self.where}: residual", np.array(res_split), np.array(res_whole), 1e-3)
-        predicted = net.predict(p, self.x, steps=case.T)
-        expected = net.states(whole)["s0"].argmax(axis=1)
-        assert predicted.shape == (case.batch,), f"{self.where}: predict shape {predicted.shape}"
-        np.testing.assert_array_equal(predicted, expected, err_msg=f"{self.where}: predict")
+        )
 
-    def traces(self) -> dict[str, dict[str, np.ndarray]]:
-        case, net, p = self.case, self.net, self.fresh()
-        mid, _ = net.free_phase(p, self.x, steps=case.T - case.K)
-        star, _ = net.free_phase(p, self.x, steps=case.K, start=mid)
-        out = {
-            "bptt": net.bptt_trace(p, self.x, self.y, start=mid, steps=case.K),
-            "pos": net.ep_trace(p, self.x, self.y, start=star, beta=0.05, steps=case.K),
-            "neg": net.ep_trace(p, self.x, self.y, start=star, beta=-0.05, steps=case.K),
-            "sym": net.ep_trace(
-                p, self.x, self.y, start=star, beta=0.05, steps=case.K, symmetric=True
+    def compare(
+        self, quantity: str, got: Arrays, want: Arrays, rtol: Callable[[str], float]
+    ) -> None:
+        """Record every disagreement of `got` with `want` (`compare_arrays`) and every array
+        not of the checked dtype."""
+        for label, detail in compare_arrays(quantity, got, want, rtol):
+            self.fail(label, detail)
+        for name, value in got.items():
+            if np.asarray(value).dtype != np.dtype(self.dtype):
+                self.fail(
+                    f"{quantity} {name}", f"dtype {np.asarray(value).dtype}, expected {self.dtype}"
+                )
+
+    # ---- tolerances ------------------------------------------------------------------------
+
+    def plain(self, name: str = "") -> float:
+        """The plain tolerance (states, BPTT traces and steps, RTRL), for any name."""
+        return tolerance.plain_rtol(self.dtype)
+
+    def ep_trace(self, group: str) -> Callable[[str], float]:
+        """The tolerance of each EP trace of `group` ("ep" or "ep_sym"): the cancellation bound
+        of `epbench.core.tolerance.ep_trace_rtols` relative to the golden trace's max."""
+        spec, groups = self.golden.spec, self.golden.groups
+        rtols = tolerance.ep_trace_rtols(
+            self.dtype,
+            traces=groups[group],
+            states=groups["free"],
+            beta_eff=tolerance.beta_eff(
+                setting=spec.model.setting, beta=spec.beta, epsilon=spec.model.epsilon
+            ),
+        )
+        return lambda name: rtols.get(name, 0.0)
+
+    def ep_step(self, name: str) -> float:
+        """The tolerance of an updated parameter: θ's rounding plus lr_θ times the cancellation."""
+        spec = self.golden.spec
+        return tolerance.ep_step_rtol(
+            self.dtype,
+            lr=spec.lrs[name],
+            beta=spec.beta,
+            param_scale=tolerance.max_abs(self.golden.groups["params"][name]),
+        )
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The golden batch (x, y) in the checked dtype."""
+        return self.golden.x.astype(self.dtype), self.golden.y.astype(self.dtype)
+
+    def params(self) -> Arrays:
+        """The golden initial parameters in the checked dtype."""
+        return {k: v.astype(self.dtype) for k, v in self.golden.groups["params"].items()}
+
+    def fresh(self) -> Any:
+        """Native initial parameters (training steps may update them in place)."""
+        return self.net.load(self.params())
+
+    # ---- checks ----------------------------------------------------------------------------
+
+    def protocols(self) -> None:
+        """The network is an `epbench.core.protocols.Network` (isinstance: its members exist)."""
+        if not isinstance(self.net, Network):
+            missing = [m for m in NETWORK_MEMBERS if not hasattr(self.net, m)]
+            self.fail("protocol", f"the network is not an epbench Network (missing {missing})")
+
+    def round_trip(self) -> None:
+        params = self.params()
+        dumped = self.net.dump(self.net.load(params))
+        self.compare("dump(load(params))", dumped, params, lambda name: 0.0)
+
+    def free_phase(self) -> None:
+        spec, net, (x, _) = self.golden.spec, self.net, self.batch()
+        p = self.fresh()
+        zero, residual = net.free_phase(p, x, steps=0)
+        if any(np.any(v) for v in net.states(zero).values()) or residual != 0.0:
+            self.fail("free phase of 0 steps", f"not zero states and residual 0 ({residual})")
+        star, residual = net.free_phase(p, x, steps=spec.T)
+        states = net.states(star)
+        self.compare("free states", states, self.golden.groups["free"], self.plain)
+        self.check_residual(float(residual), states)
+        mid, _ = net.free_phase(p, x, steps=spec.T - spec.K)
+        split = net.states(net.free_phase(p, x, steps=spec.K, start=mid)[0])
+        self.compare("free states (T−K)+K vs T", split, states, self.plain)
+        again = net.states(net.free_phase(p, x, steps=spec.T)[0])
+        if any(not np.array_equal(again[k], v) for k, v in states.items()):
+            self.fail("free states", "not deterministic (two equal calls differ)")
+        predicted = np.asarray(net.predict(p, x, steps=spec.T))
+        if predicted.shape != (len(x),) or not np.array_equal(predicted, states["s0"].argmax(1)):
+            self.fail(
+                "predict",
+                f"{predicted.tolist()}, expected argmax s0 {states['s0'].argmax(1).tolist()}",
+            )
+
+    def check_residual(self, residual: float, states: Arrays) -> None:
+        """‖s_T − s_{T−1}‖ is a difference of nearly equal states: cancellation tolerance."""
+        want = self.golden.scalars["residual"]
+        norm = float(np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in states.values())))
+        limit = tolerance.cancellation_rtol(
+            self.dtype,
+            divisor=1.0,
+            operand_scale=norm,
+            result_scale=max(want, 1e-300),
+            safety=tolerance.SAFETY,
+        )
+        diff = abs(residual - want) / max(want, 1e-300)
+        if not (np.isfinite(residual) and residual >= 0 and diff <= limit):
+            self.fail("free phase residual", f"{residual:.3e}, expected {want:.3e}")
+
+    def ep_traces(self) -> None:
+        spec, net, (x, y) = self.golden.spec, self.net, self.batch()
+        p = self.fresh()
+        star, _ = net.free_phase(p, x, steps=spec.T)
+        traces = {}
+        for key, beta, symmetric in (
+            ("ep", spec.beta, False),
+            ("neg", -spec.beta, False),
+            ("ep_sym", spec.beta, True),
+        ):
+            traces[key] = net.ep_trace(
+                p, x, y, start=star, beta=beta, steps=spec.K, symmetric=symmetric
+            )
+        self.compare("EP traces", traces["ep"], self.golden.groups["ep"], self.ep_trace("ep"))
+        self.compare(
+            "EP traces symmetric",
+            traces["ep_sym"],
+            self.golden.groups["ep_sym"],
+            self.ep_trace("ep_sym"),
+        )
+        mean = {k: (v + traces["neg"].get(k, np.nan)) / 2 for k, v in traces["ep"].items()}
+        self.compare(
+            "EP traces symmetric vs (+β and −β)/2", traces["ep_sym"], mean, self.ep_trace("ep_sym")
+        )
+
+    def bptt_traces(self) -> None:
+        spec, net, (x, y) = self.golden.spec, self.net, self.batch()
+        p = self.fresh()
+        mid, _ = net.free_phase(p, x, steps=spec.T - spec.K)
+        trace = net.bptt_trace(p, x, y, start=mid, steps=spec.K)
+        self.compare("BPTT traces", trace, self.golden.groups["bptt"], self.plain)
+
+    def training_steps(self) -> None:
+        spec, net, (x, y) = self.golden.spec, self.net, self.batch()
+        runs = {
+            "EP step": (
+                "ep_step",
+                lambda p: net.ep_step(
+                    p, x, y, free_steps=spec.T, steps=spec.K, beta=spec.beta, lrs=spec.lrs
+                ),
+            ),
+            "EP step symmetric": (
+                "ep_step_sym",
+                lambda p: net.ep_step(
+                    p,
+                    x,
+                    y,
+                    free_steps=spec.T,
+                    steps=spec.K,
+                    beta=spec.beta,
+                    lrs=spec.lrs,
+                    symmetric=True,
+                ),
+            ),
+            "BPTT step": (
+                "bptt_step",
+                lambda p: net.bptt_step(p, x, y, free_steps=spec.T, steps=spec.K, lrs=spec.lrs),
             ),
         }
-        want = {name: (case.K, *shape) for name, shape in param_shapes(case.model).items()}
-        want.update({n: (case.K, *s[1:]) for n, s in state_shapes(case.model, 1).items()})
-        for kind, trace in out.items():
-            got = {name: np.shape(value) for name, value in trace.items()}
-            assert got == want, f"{self.where}: {kind} trace shapes {got}, expected {want}"
-        for name in want:
-            _close(
-                f"{self.where}: symmetric trace {name}",
-                out["sym"][name],
-                (out["pos"][name] + out["neg"][name]) / 2,
-                self.rtol * 10,
-            )
-        return out
-
-    def training_steps(self, traces: dict[str, dict[str, np.ndarray]]) -> None:
-        case, net = self.case, self.net
-        lrs = {name: 0.1 * (i + 1) for i, name in enumerate(param_shapes(case.model))}
-        p, loss, errors = net.bptt_step(
-            self.fresh(), self.x, self.y, free_steps=case.T, steps=case.K, lrs=lrs
-        )
-        after = net.dump(p)
-        for name, value in self.p_np.items():
-            _close(
-                f"{self.where}: bptt_step {name} vs −lr·Σ_t ∇BPTT",
-                after[name] - value,
-                -lrs[name] * traces["bptt"][name].sum(axis=0),
-                self.rtol * 10,
-            )
-        star = net.states(net.free_phase(self.fresh(), self.x, steps=case.T)[0])
-        want_loss = 0.5 * np.mean(np.sum((star["s0"] - self.y) ** 2, axis=1))
-        want_errors = int(np.sum(star["s0"].argmax(1) != self.y.argmax(1)))
-        for label, got, want in (("bptt", loss, want_loss),):
-            _close(f"{self.where}: {label}_step loss", np.array(float(got)), want, self.rtol * 10)
-        assert int(errors) == want_errors, f"{self.where}: bptt_step errors {int(errors)}"
-        for key, kwargs in (("pos", {"beta": 0.05}), ("sym", {"beta": 0.05, "symmetric": True})):
-            p, loss, errors = net.ep_step(
-                self.fresh(), self.x, self.y, free_steps=case.T, steps=case.K, lrs=lrs, **kwargs
-            )
-            after = net.dump(p)
-            for name, value in self.p_np.items():
-                _close(
-                    f"{self.where}: ep_step({key}) {name} vs lr·Σ_t ΔEP",
-                    after[name] - value,
-                    lrs[name] * traces[key][name].sum(axis=0),
-                    self.rtol * 10,
-                )
-            _close(f"{self.where}: ep_step loss", np.array(float(loss)), want_loss, self.rtol * 10)
-            assert int(errors) == want_errors, f"{self.where}: ep_step errors {int(errors)}"
-
-    def bptt_gradient(self) -> None:
-        """Σ_t ∇BPTT_θ(t) is the gradient of the truncated loss: compare it with a central finite
-        difference of L(θ) = ℓ(s_T) along a random direction, s_{T−K} held fixed (float64)."""
-        case, net = self.case, self.net
-        mid, _ = net.free_phase(self.fresh(), self.x, steps=case.T - case.K)
-        bptt = net.bptt_trace(self.fresh(), self.x, self.y, start=mid, steps=case.K)
-        rng = np.random.default_rng(11)
-        direction = {k: rng.normal(size=v.shape) for k, v in self.p_np.items()}
-
-        def loss(h: float) -> float:
-            shifted = net.load({k: v + h * direction[k] for k, v in self.p_np.items()})
-            s0 = net.states(net.free_phase(shifted, self.x, steps=case.K, start=mid)[0])["s0"]
-            return 0.5 * float(np.mean(np.sum((s0 - self.y) ** 2, axis=1)))
-
-        h = 1e-6
-        numeric = (loss(h) - loss(-h)) / (2 * h)
-        analytic = sum(float(np.vdot(bptt[k].sum(axis=0), d)) for k, d in direction.items())
-        assert abs(numeric - analytic) <= 1e-5 * max(abs(analytic), 1e-8), (
-            f"{self.where}: Σ_t ∇BPTT_θ · d = {analytic:.8e}, finite difference {numeric:.8e}"
-        )
+        for quantity, (key, run) in runs.items():
+            new, loss, errors = run(self.fresh())
+            rtol = self.plain if key == "bptt_step" else self.ep_step
+            self.compare(f"{quantity} parameters", net.dump(new), self.golden.groups[key], rtol)
+            want_loss, want_errors = self.golden.scalars["loss"], self.golden.scalars["errors"]
+            if not abs(float(loss) - want_loss) <= self.plain() * abs(want_loss):
+                self.fail(f"{quantity} loss", f"{float(loss):.9g}, expected {want_loss:.9g}")
+            if int(errors) != int(want_errors):
+                self.fail(f"{quantity} errors", f"{int(errors)}, expected {int(want_errors)}")
 
     def rtrl(self) -> None:
-        """The optional `rtrl_gradient` (forward-mode, PAPER.md §6.3) equals Σ_t ∇BPTT_θ(t)."""
-        case, net, p = self.case, self.net, self.fresh()
-        mid, _ = net.free_phase(p, self.x, steps=case.T - case.K)
-        bptt = net.bptt_trace(p, self.x, self.y, start=mid, steps=case.K)
-        rtrl = net.rtrl_gradient(p, self.x, self.y, start=mid, steps=case.K)
-        assert set(rtrl) == set(self.p_np), f"{self.where}: rtrl_gradient keys {sorted(rtrl)}"
-        for name, value in bptt.items():
-            if name in self.p_np:
-                _close(f"{self.where}: RTRL vs Σ_t ∇BPTT {name}", rtrl[name], value.sum(0), 1e-9)
+        """The optional RTRL gradient (forward-mode BPTT) equals the golden Σ_t ∇BPTT_θ(t)."""
+        if not isinstance(self.net, RtrlNetwork):
+            return
+        spec, net, (x, y) = self.golden.spec, self.net, self.batch()
+        p = self.fresh()
+        mid, _ = net.free_phase(p, x, steps=spec.T - spec.K)
+        got = net.rtrl_gradient(p, x, y, start=mid, steps=spec.K)
+        want = {k: self.golden.groups["bptt"][k].sum(0) for k in self.golden.groups["params"]}
+        self.compare("RTRL gradient", got, want, self.plain)
 
-    def theorem(self) -> None:
-        """GDU (PAPER.md §2): at the fixed point, ΔEP → −∇BPTT, error O(β) and O(β²) symmetric."""
-        case, net, p = self.case, self.net, self.fresh()
-        mid, _ = net.free_phase(p, self.x, steps=case.T - case.K)
-        star, residual = net.free_phase(p, self.x, steps=case.K, start=mid)
-        assert residual < 1e-9, f"{self.where}: free phase did not settle (residual {residual})"
-        bptt = net.bptt_trace(p, self.x, self.y, start=mid, steps=case.K)
 
-        def error(beta: float, symmetric: bool) -> float:
-            ep = net.ep_trace(
-                p, self.x, self.y, start=star, beta=beta, steps=case.K, symmetric=symmetric
+CHECKS = (
+    ("protocol", _Case.protocols),
+    ("parameter round trip", _Case.round_trip),
+    ("free phase", _Case.free_phase),
+    ("EP traces", _Case.ep_traces),
+    ("BPTT traces", _Case.bptt_traces),
+    ("training steps", _Case.training_steps),
+    ("RTRL gradient", _Case.rtrl),
+)
+
+
+def _run_case(backend: Backend, case: GoldenCase, *, dtype: str, device: str) -> list[Failure]:
+    """Build the case's network and run every check; an exception fails that check only (or
+    the whole case when `build` raises), with the exception named."""
+    try:
+        net = backend.build(case.spec.model, dtype=dtype, device=device)
+    except Exception as err:  # a backend's failure is a finding, not a crash
+        detail = f"raised {type(err).__name__}: {err}"
+        return [
+            Failure(
+                case=case.spec.name, quantity="build", detail=detail, dtype=dtype, device=device
             )
-            num = sum(float(np.sum((ep[k] + bptt[k]) ** 2)) for k in bptt)
-            return (num / sum(float(np.sum(v**2)) for v in bptt.values())) ** 0.5
+        ]
+    checker = _Case(golden=case, net=net, dtype=dtype, device=device)
+    for label, check in CHECKS:
+        try:
+            check(checker)
+        except Exception as err:
+            checker.fail(label, f"raised {type(err).__name__}: {err}")
+    return checker.failures
 
-        one = [error(b, False) for b in (1e-2, 1e-3)]
-        sym = [error(b, True) for b in (1e-2, 1e-3)]
-        assert one[1] < 1e-2, f"{self.where}: GDU error {one[1]:.2e} at β=1e-3"
-        assert 5 <= one[0] / one[1] <= 20, f"{self.where}: one-sided error not O(β): {one}"
-        assert sym[0] / max(sym[1], 1e-300) >= 50 or sym[1] < 1e-9, (
-            f"{self.where}: symmetric error not O(β²): {sym}"
+
+def _backend_protocols(backend: Backend, report: Report) -> None:
+    """`Backend` conformance, and a declared `ReferenceBackend` returns ReferenceNetworks."""
+
+    def fail(detail: str) -> None:
+        report.failures.append(
+            Failure(
+                case="backend",
+                quantity="protocol",
+                detail=detail,
+                dtype=report.dtype,
+                device=report.device,
+            )
         )
+
+    if not isinstance(backend, Backend):
+        fail(
+            "the backend is not an epbench Backend (name, model_fields, versions, "
+            "device_info, supports, build)"
+        )
+    if isinstance(backend, ReferenceBackend):
+        case = next(iter(golden.load_all().values()))
+        try:
+            ref = backend.reference_network(
+                case.spec.model, dtype=report.dtype, device=report.device
+            )
+        except Exception as err:
+            fail(f"reference_network raised {type(err).__name__}: {err}")
+            return
+        if ref is not None and not isinstance(ref, ReferenceNetwork):
+            fail("reference_network returned something that is not a ReferenceNetwork")
+
+
+def select_cases(cases: Iterable[str] | None) -> list[GoldenCase]:
+    """The golden cases named in `cases` (all when None); ValueError for an unknown name."""
+    known = golden.load_all()
+    if cases is None:
+        return list(known.values())
+    names = list(cases)
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"unknown conformance case(s) {unknown}; known: {sorted(known)}")
+    return [known[name] for name in names]
 
 
 def check_backend(
     backend: Backend,
     *,
-    dtypes: Iterable[str] = ("float64", "float32"),
-    devices: Iterable[str] = ("cpu",),
-    cases: Iterable[Case] = CASES,
-) -> list[str]:
-    """Run the conformance checks; return "ran: …" / "skipped: … (reason)" lines."""
-    report = []
-    for device in devices:
-        for dtype in dtypes:
-            for case in cases:
-                reason = backend.supports(case.model, dtype=dtype, device=device)
-                label = f"{case.name} {dtype} {device}"
-                if reason:
-                    report.append(f"skipped: {label} ({reason})")
-                    continue
-                checker = _Checker(backend, case, dtype, device)
-                checker.params_round_trip()
-                checker.phases()
-                traces = checker.traces()
-                checker.training_steps(traces)
-                if dtype == "float64":
-                    checker.bptt_gradient()
-                    if hasattr(checker.net, "rtrl_gradient"):
-                        checker.rtrl()
-                exact = case.model.setting == "EB" and case.model.feedback_angle is None
-                if dtype == "float64" and exact and not case.model.clamp:
-                    checker.theorem()  # F = ∂Φ/∂s: tied EB dynamics without clamping
-                report.append(f"ran: {label}")
-    assert any(line.startswith("ran") for line in report), (
-        f"{backend.name}: every conformance case was declined: {report}"
+    dtype: str = "float64",
+    device: str = "cpu",
+    cases: Iterable[str] | None = None,
+) -> Report:
+    """Run the conformance suite (module doc) for one dtype and device; return the `Report`.
+
+    `cases`: golden case names to run (default: all). A case the backend does not support is
+    skipped with the reason of `epbench.core.support.support_reason`."""
+    report = Report(
+        backend=getattr(backend, "name", type(backend).__name__), dtype=dtype, device=device
     )
+    _backend_protocols(backend, report)
+    for case in select_cases(cases):
+        name = case.spec.name
+        try:
+            reason = support_reason(backend, case.spec.model, dtype=dtype, device=device)
+        except Exception as err:
+            reason = None
+            report.failures.append(
+                Failure(
+                    case=name,
+                    quantity="supports",
+                    dtype=dtype,
+                    device=device,
+                    detail=f"raised {type(err).__name__}: {err}",
+                )
+            )
+            continue
+        if reason:
+            report.skipped[name] = reason
+            continue
+        failures = _run_case(backend, case, dtype=dtype, device=device)
+        report.failures.extend(failures)
+        report.ran.append(name)
     return report
+
+
+def assert_conforms(
+    backend: Backend,
+    *,
+    dtypes: Iterable[str] = ("float64", "float32"),
+    device: str = "cpu",
+    cases: Iterable[str] | None = None,
+) -> list[Report]:
+    """`check_backend` for every dtype; ConformanceError listing every failure of all of them
+    (or when no case ran for some dtype). Returns the reports when the backend conforms."""
+    reports = [check_backend(backend, dtype=d, device=device, cases=cases) for d in dtypes]
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        raise ConformanceError("\n\n".join(str(r) for r in bad))
+    return reports

@@ -18,16 +18,17 @@ GROUPS = ("free states", "EP traces", "BPTT traces", "EP step", "BPTT step")
 
 
 def parity_table(records: Iterable[AnyRecord]) -> str:
-    """One row per compared pair: the largest relative difference per compared quantity."""
+    """One row per compared pair: the largest relative difference per compared quantity, and
+    the largest difference as a share of its tolerance (above 1: a failure)."""
     rows = []
     for r in records_in(records):
         per_group = metrics_of(r, "parity").get("per_group") or {}
         rows.append(
             [r.cell, r.dtype, f"{r.reference} ↔ {r.backend}"]
             + [num(per_group.get(g), ".1e") for g in GROUPS]
-            + [r.status, reason(r, 50)]
+            + [num(metrics_of(r, "parity").get("worst_share"), ".2f"), r.status, reason(r, 50)]
         )
-    headers = ["cell", "dtype", "backends", *GROUPS, "status", "reason"]
+    headers = ["cell", "dtype", "backends", *GROUPS, "worst / tolerance", "status", "reason"]
     return tabulate(rows, headers=headers, tablefmt="github")
 
 
