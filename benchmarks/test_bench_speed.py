@@ -15,6 +15,7 @@ from epbench.config.builtin_tasks import task_folder
 from epbench.config.tasks import resolve
 from epbench.core.flops import ALGORITHMS, total_flops, training_ops
 from epbench.core.params import init_params
+from epbench.core.support import support_reason
 from epbench.measurements.inputs import load_batch
 from epbench.measurements.speed import step_function
 from epbench.plugins.registry import Registry
@@ -49,7 +50,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def test_training_step(benchmark, case, request: pytest.FixtureRequest) -> None:
     spec, backend, algorithm = case
     device = request.config.getoption("--speed-device")
-    reason = backend.unsupported(spec.model, dtype=spec.dtype, device=device)
+    reason = support_reason(backend, spec.model, dtype=spec.dtype, device=device)
     if reason:
         pytest.skip(reason)
     x, y = load_batch(spec, seed=0, dtype=spec.dtype, data_dir=None)

@@ -23,6 +23,7 @@ import epbench
 from epbench.core.errors import BackendError, EpbenchError, UnknownNameError
 from epbench.core.params import init_params
 from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
 from epbench.plugins.manager import make_plugin_manager
 from epbench.plugins.registry import Registry
 
@@ -55,18 +56,33 @@ def test_example_backend_passes_the_conformance_suite(backend):
 
 def test_unsupported_combinations_are_declined_with_a_reason(backend):
     p = ModelSpec(setting="P", inputs=4, sizes=(3, 5))
-    eb = ModelSpec(setting="EB", inputs=4, sizes=(3, 5), epsilon=0.2)
+    eb = ModelSpec(setting="EB", inputs=4, sizes=(3, 5))
     assert backend.supports(p, dtype="float64", device="cpu") is None
     assert "P setting" in backend.supports(eb, dtype="float64", device="cpu")
     assert "cuda" in backend.supports(p, dtype="float64", device="cuda")
-    assert "float16" in backend.supports(p, dtype="float16", device="cpu")
+    assert "float16" in support_reason(backend, p, dtype="float16", device="cpu")
+    clamped = ModelSpec(setting="P", inputs=4, sizes=(3, 5), clamp=True)  # a field it lacks
+    assert "ModelSpec.clamp" in support_reason(backend, clamped, dtype="float64", device="cpu")
     with pytest.raises(BackendError, match="P setting"):
         backend.build(eb, dtype="float64", device="cpu")
 
 
 def test_duplicate_backend_name_is_an_error_naming_both_modules(example):
-    class Impostor:
+    class Impostor:  # a whole Backend, under a name that is taken
         name = "numpy-example"
+        model_fields = frozenset({"setting", "inputs", "sizes"})
+
+        def versions(self):
+            return {}
+
+        def device_info(self, device):
+            return device
+
+        def supports(self, model, *, dtype, device):
+            return None
+
+        def build(self, model, *, dtype, device):
+            raise NotImplementedError
 
     class ImpostorPlugin:
         @epbench.hookimpl

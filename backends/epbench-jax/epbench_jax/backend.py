@@ -1,5 +1,11 @@
-"""The JAX backend (implements `epbench.core.protocols.Backend`). jax is imported on first use only, so
-loading the plugin (every `epbench` command does) stays cheap."""
+"""The JAX backend (implements `epbench.core.protocols.Backend`). jax is imported on first use only,
+so loading the plugin (every `epbench` command does) stays cheap.
+
+What comes in: a `ModelSpec`, a dtype name and a device name, after the core's own checks
+(`epbench.core.support.support_reason`: the names, and the `model_fields` allow-list). What goes
+out: a reason this backend cannot run the combination (`supports`), or a
+`epbench_jax.compiled.JaxNetwork` over the model's family (`build`).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,12 @@ import platform
 from importlib.metadata import PackageNotFoundError, version
 
 from epbench.core.errors import BackendError
-from epbench.core.spec import ACTIVATIONS, DTYPES, ModelSpec
+from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
 
 from . import throughput
-
-PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}  # epbench device → jax platform
-
-
-def _jax_device(device: str):
-    """The first jax device of `device`'s platform, or None when jax has none."""
-    import jax
-
-    try:
-        return jax.devices(PLATFORMS[device])[0]
-    except (KeyError, RuntimeError):
-        return None
+from .throughput import PLATFORMS
+from .throughput import jax_device as _jax_device
 
 
 def _cpu_name() -> str:
@@ -53,12 +50,13 @@ MODEL_FIELDS = frozenset(
 
 class JaxBackend:
     """Builds `epbench_jax.compiled.JaxNetwork`s over one model family — `network` (tied, fully
-    connected), `asymmetric` (feedback weights) or `conv` (P-conv): whole phases under `jax.jit`,
-    CPU or GPU."""
+    connected), `asymmetric` (feedback weights) or `conv` (P-conv, docs/theory.md §3.4): whole
+    phases under `jax.jit`, CPU or GPU."""
 
     name = "jax"
     model_fields = MODEL_FIELDS
-    # Optional measurement methods (epbench.measurements.peak, `epbench run speed`).
+    # Optional capabilities (epbench.core.protocols: OpTimingBackend, MemoryStatsBackend,
+    # ProfilerBackend), used by `epbench run speed`.
     op_seconds = staticmethod(throughput.op_seconds)
     memory_stats = staticmethod(throughput.memory_stats)
     profile_summary = staticmethod(throughput.profile_summary)
@@ -81,34 +79,34 @@ class JaxBackend:
         return f"{found.device_kind} (jax {found.platform})"
 
     def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
-        if device not in PLATFORMS:
-            return f"jax backend: unknown device {device!r}; known: {', '.join(PLATFORMS)}"
-        if dtype not in DTYPES:
-            return f"jax backend: unknown dtype {dtype!r}; known: {', '.join(DTYPES)}"
-        if model.setting not in ("EB", "P"):
-            return f"jax backend: unknown setting {model.setting!r}; known: EB, P"
-        if model.activation not in ACTIVATIONS:
-            return f"jax backend: unknown activation {model.activation!r}"
-        if model.conv is not None and model.setting != "P":
-            return "jax backend: conv models run in the P setting only (PAPER.md §3)"
-        if model.conv is not None and model.feedback_angle is not None:
-            return "jax backend: asymmetric feedback is implemented for fully connected models"
+        """None when `build` can run (model, dtype, device); otherwise why not (a skip reason):
+        no jax device of that platform, or a model its family does not run."""
         if _jax_device(device) is None:
             return f"jax backend: no jax {PLATFORMS[device]} device (install jax[cuda12] for cuda)"
-        return None
+        reason = family_of(model).unsupported(model)
+        return None if reason is None else f"jax backend: {reason}"
 
     def build(self, model: ModelSpec, *, dtype: str, device: str):
-        reason = self.supports(model, dtype=dtype, device=device)
+        """A `JaxNetwork` for `model` in `dtype` on `device`; BackendError with the reason
+        (`epbench.core.support.support_reason`) when it cannot run."""
+        reason = support_reason(self, model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
         from .compiled import JaxNetwork
-        from .rtrl import JaxRtrlNetwork  # JaxNetwork + the optional rtrl_gradient
 
-        if model.conv is not None:
-            from .conv import FAMILY
-        elif model.feedback_angle is not None:  # independent feedback weights
-            from .asymmetric import FAMILY
-        else:
-            from .network import FAMILY
-        cls = JaxNetwork if model.conv is not None else JaxRtrlNetwork
-        return cls(model, family=FAMILY, dtype=dtype, device=device, jax_device=_jax_device(device))
+        family = family_of(model)
+        return JaxNetwork(
+            model, family=family, dtype=dtype, device=device, jax_device=_jax_device(device)
+        )
+
+
+def family_of(model: ModelSpec):
+    """The `compiled.Family` that runs `model`: `conv` (conv layers), `asymmetric` (feedback
+    weights) or `network` (tied, fully connected). Imports jax."""
+    if model.conv is not None:
+        from .conv import FAMILY
+    elif model.feedback_angle is not None:
+        from .asymmetric import FAMILY
+    else:
+        from .network import FAMILY
+    return FAMILY

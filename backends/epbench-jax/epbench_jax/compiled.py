@@ -1,5 +1,5 @@
-"""The jax backend's `epbench.core.protocols.Network`: one model family's pure phase functions, jitted
-once per network, behind the protocol's methods.
+"""The jax backend's `epbench.core.protocols.Network`: one model family's pure phase functions,
+jitted once per network, behind the protocol's methods.
 
 A model family is a module of pure functions that take the `ModelSpec` first — `network` (tied,
 fully connected), `asymmetric` (independent feedback weights), `conv` (P-conv) — bundled as a
@@ -10,13 +10,16 @@ fully connected), `asymmetric` (independent feedback weights), `conv` (P-conv) �
     bptt_traces(model, params, x, y, start, *, steps)                  → per-step BPTT traces
     ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric) → (θ', loss, errors)
     bptt_step(model, params, x, y, lrs, *, free_steps, steps)                → (θ', loss, errors)
+    rtrl(model, params, x, y, start, *, steps)     → Σ_t ∇BPTT_θ(t) (docs/theory.md §6.3), or None
 
 Traces come back keyed by canonical names, states in canonical layout. A family may hold its
 states in another layout inside the jit (`to_native` / `to_canonical`; P-conv: NHWC).
 
 `JaxNetwork` does the rest once for every family: the scoped float64 (`jax.enable_x64` around each
 call only, so it never leaks) and full-precision matmuls (no TF32 on GPU, so that backends agree);
-512-bit vectors for XLA:CPU (`CPU_OPTIONS`, per jit); argument checks; conversions. Training steps
+512-bit vectors for XLA:CPU (`CPU_OPTIONS`, per jit); the argument checks
+(`epbench.core.validate`); conversions; `rtrl_gradient` (`epbench.core.protocols.RtrlNetwork`)
+exactly when the family has an `rtrl` function. Training steps
 are asynchronous (`synchronize` waits), take the learning rates as device scalars converted once
 per distinct `lrs` (Python floats are converted on every call, a cost comparable to a small step)
 and the batch as numpy (a `jax.device_put` cost more than the jit's own transfer).
@@ -28,6 +31,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
+from types import MappingProxyType
 
 import jax
 import jax.numpy as jnp
@@ -37,14 +41,23 @@ from jaxtyping import Array
 from epbench.core.errors import BackendError
 from epbench.core.params import param_shapes, state_shapes
 from epbench.core.spec import ModelSpec
+from epbench.core.validate import (
+    check_batch,
+    check_beta,
+    check_lrs,
+    check_params,
+    check_steps,
+    check_truncation,
+)
 
 Params = dict[str, Array]
 States = tuple[Array, ...]
+WHERE = "jax backend"
 
 # XLA:CPU options of every jit on a CPU device: 512-bit vectors in element-wise loops where the CPU
 # has them (the per-step σ(·) of the fully connected models ran about 1.5× faster; per element the
 # arithmetic is unchanged).
-CPU_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+CPU_OPTIONS = MappingProxyType({"xla_cpu_prefer_vector_width": 512})
 
 
 def _same(s: States) -> States:
@@ -62,6 +75,7 @@ class Family:
     bptt_traces: Callable
     ep_step: Callable
     bptt_step: Callable
+    rtrl: Callable | None = None  # forward-mode truncated gradient, where the family has one
     to_native: Callable[[States], States] = _same  # canonical states → the layout inside the jit
     to_canonical: Callable[[States], States] = _same
 
@@ -69,8 +83,8 @@ class Family:
 def estimator_traces(
     one: Callable, model: ModelSpec, params: Params, x, y, start, beta, steps: int, symmetric: bool
 ) -> Params:
-    """EP traces of the estimator (PAPER.md §2): `one(…, β, steps)` of the family, or symmetric,
-    (Δ(+|β|) + Δ(−|β|)) / 2 with each Δ divided by its own signed β (bias O(β²))."""
+    """EP traces of the estimator (docs/theory.md §2): `one(…, β, steps)` of the family, or
+    symmetric, (Δ(+|β|) + Δ(−|β|)) / 2 with each Δ divided by its own signed β (bias O(β²))."""
     if not symmetric:
         return one(model, params, x, y, start, beta, steps)
     plus = one(model, params, x, y, start, jnp.abs(beta), steps)
@@ -93,14 +107,14 @@ class JaxNetwork:
     ) -> None:
         reason = family.unsupported(model)
         if reason is not None:
-            raise BackendError(f"jax backend: {reason}")
+            raise BackendError(f"{WHERE}: {reason}")
         self.model, self.family, self.dtype, self.device = model, family, dtype, device
         self._device = jax_device
         self._shapes = param_shapes(model)
         self._state_shapes = {k: v[1:] for k, v in state_shapes(model, 1).items()}
         self._names = [*self._shapes, *self._state_shapes]
         cpu = jax_device is not None and jax_device.platform == "cpu"
-        jit = partial(jax.jit, compiler_options=CPU_OPTIONS if cpu else None)
+        jit = partial(jax.jit, compiler_options=dict(CPU_OPTIONS) if cpu else None)
         self._free = jit(partial(family.free_phase, model))
         traces = partial(estimator_traces, family.ep_traces_one, model)
         self._ep = jit(traces, static_argnames=("steps", "symmetric"))
@@ -108,6 +122,9 @@ class JaxNetwork:
         training = ("free_steps", "steps", "symmetric")
         self._ep_step = jit(partial(family.ep_step, model), static_argnames=training)
         self._bptt_step = jit(partial(family.bptt_step, model), static_argnames=training[:2])
+        if family.rtrl is not None:  # the optional capability, only where the family has it
+            self._rtrl = jit(partial(family.rtrl, model), static_argnames=("steps",))
+            self.rtrl_gradient = self._rtrl_gradient
         self._pending: object = None  # outputs of the last asynchronous call, for synchronize()
         self._rates: tuple[dict, dict] | None = None  # the last `lrs` and their device scalars
 
@@ -141,10 +158,7 @@ class JaxNetwork:
 
     def _rates_of(self, lrs: dict[str, float]) -> dict[str, Array]:
         """The learning rates as device scalars of this dtype, converted once per distinct `lrs`."""
-        missing = sorted(set(self._shapes) - set(lrs))
-        if missing:
-            raise BackendError(f"jax backend: no learning rate for {', '.join(missing)} in lrs")
-        rates = {k: float(lrs[k]) for k in self._shapes}
+        rates = check_lrs(self.model, lrs, where=WHERE)
         if self._rates is None or self._rates[0] != rates:
             self._rates = rates, {k: self._put(np.asarray(v)) for k, v in rates.items()}
         return self._rates[1]
@@ -158,19 +172,17 @@ class JaxNetwork:
         shapes = self._shapes | self._state_shapes
         return {k: np.zeros((0, *shapes[k]), dtype=self.dtype) for k in self._names}
 
-    @staticmethod
-    def _check(*, beta: float | None = None, **steps: int) -> None:
+    def _check(self, x, y=None, *, beta: float | None = None, **steps: int) -> None:
+        """The arguments of a call (`epbench.core.validate`): the batch, β, the step counts."""
+        check_batch(self.model, x, y, where=WHERE)
         for key, value in steps.items():
-            if int(value) < 0:
-                raise BackendError(f"jax backend: {key} must be ≥ 0, found {value}")
-        if beta is not None and beta == 0.0:
-            raise BackendError("jax backend: EP needs a non-zero beta")
+            check_steps(key, value, where=WHERE)
+        if beta is not None:
+            check_beta(beta, where=WHERE)
 
     def load(self, params: dict[str, np.ndarray]) -> Params:
         """Canonical numpy parameters → jax arrays on this network's device (copies)."""
-        found = {k: np.shape(v) for k, v in params.items()}
-        if any(found.get(k) != shape for k, shape in self._shapes.items()):
-            raise BackendError(f"jax backend: expected parameters {self._shapes}, found {found}")
+        check_params(self.model, params, where=WHERE)
         with self.scope():
             self._pending = {k: self._put(np.array(params[k])) for k in self._shapes}
             return self._pending
@@ -190,7 +202,7 @@ class JaxNetwork:
     def free_phase(self, params: Params, x, *, steps: int, start: States | None = None):
         """`steps` free steps from `start` (zeros when None); one sync at the end, for the
         residual ‖s_T − s_{T−1}‖ (0.0 when steps == 0)."""
-        self._check(steps=steps)
+        self._check(x, steps=steps)
         with self.scope():
             x = self._put(x)
             start = self._start(start, x.shape[0])
@@ -200,8 +212,8 @@ class JaxNetwork:
             return s, float(residual)
 
     def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
-        """Per-step EP traces of the nudged phase from `start` (PAPER.md §2)."""
-        self._check(steps=steps, beta=beta)
+        """Per-step EP traces of the nudged phase from `start` (docs/theory.md §2)."""
+        self._check(x, y, steps=steps, beta=beta)
         if steps == 0:
             return self._no_traces()
         with self.scope():
@@ -212,7 +224,7 @@ class JaxNetwork:
 
     def bptt_trace(self, params, x, y, *, start, steps):
         """Per-step BPTT traces through `steps` steps from `start`, one backward pass."""
-        self._check(steps=steps)
+        self._check(x, y, steps=steps)
         if steps == 0:
             return self._no_traces()
         with self.scope():
@@ -222,7 +234,7 @@ class JaxNetwork:
 
     def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
         """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps, beta=beta)
+        self._check(x, y, free_steps=free_steps, steps=steps, beta=beta)
         with self.scope():
             x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
             beta = np.asarray(beta, dtype=self.dtype)
@@ -233,13 +245,24 @@ class JaxNetwork:
 
     def bptt_step(self, params, x, y, *, free_steps, steps, lrs):
         """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
-        self._check(free_steps=free_steps, steps=steps)
-        if steps > free_steps:
-            raise BackendError(f"jax backend: K = {steps} exceeds T = {free_steps}")
+        self._check(x, y, free_steps=free_steps, steps=steps)
+        check_truncation(steps=steps, free_steps=free_steps, where=WHERE)
         with self.scope():
             x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
             self._pending = self._bptt_step(params, x, y, lrs, free_steps=free_steps, steps=steps)
             return self._pending
+
+    def _rtrl_gradient(self, params, x, y, *, start, steps) -> dict[str, np.ndarray]:
+        """Σ_{t<K} ∇BPTT_θ(t) computed forward in time (docs/theory.md §6.3; the family's `rtrl`),
+        from `start` = s_{T−K} through `steps` = K steps, compiled once per K; bound as
+        `rtrl_gradient`."""
+        self._check(x, y, steps=steps)
+        if steps == 0:
+            return {k: np.zeros(shape, dtype=self.dtype) for k, shape in self._shapes.items()}
+        with self.scope():
+            x, y = self._put(x), self._put(y)
+            grads = self._rtrl(params, x, y, self._start(start, x.shape[0]), steps=steps)
+            return {k: np.asarray(grads[k]) for k in self._shapes}
 
     def predict(self, params, x, *, steps) -> np.ndarray:
         """argmax of s⁰ after `steps` free steps from zero (reuses the compiled free phase)."""

@@ -1,4 +1,5 @@
-"""The convolutional P-setting model ("P-conv", PAPER.md §3) in JAX: dynamics, traces, training.
+"""The convolutional P-setting model ("P-conv", docs/theory.md §3.4) in JAX: dynamics, traces,
+training.
 
 Layer 0 is the fully connected output, layers 1 … N the pooled conv layers (N next to the input).
 Parameters are a dict of arrays keyed by canonical names (`epbench.core.params`: `W0_1` (O, C₁H₁W₁),
@@ -300,9 +301,9 @@ def dphi_diff(
     model: ModelSpec, img: Array, a: States, ia: list, b: States, ib: list, scale
 ) -> Params:
     """scale · (∂Φ/∂θ(a) − ∂Φ/∂θ(b)) summed over the batch, each ∂Φ/∂θ with its own indices
-    (PAPER.md §3), canonical shapes: W0_1: s⁰ vec(s¹)ᵀ, b₀: s⁰, kernels: corr(sⁿ⁺¹, unpool(sⁿ))
-    (W{N}_x: with x), bₙ: Σ_{h,w} sⁿ. Differenced as a'c' − ac = (a' − a) c' + a (c' − c), which
-    loses less to rounding in float32."""
+    (docs/theory.md §3), canonical shapes: W0_1: s⁰ vec(s¹)ᵀ, b₀: s⁰, kernels:
+    corr(sⁿ⁺¹, unpool(sⁿ)) (W{N}_x: with x), bₙ: Σ_{h,w} sⁿ. Differenced as
+    a'c' − ac = (a' − a) c' + a (c' − c), which loses less to rounding in float32."""
     cs, n_conv = model.conv, _depth(model)
     shapes = param_shapes(model)
     d = [(p - q) * scale for p, q in zip(a, b, strict=True)]
@@ -340,7 +341,7 @@ def free_phase(
 def ep_traces_one(
     model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
 ) -> Params:
-    """EP traces for one signed β (PAPER.md §2): ΔEP_s(t) = ⟨s_{t+1} − s_t⟩ / β and
+    """EP traces for one signed β (docs/theory.md §2): ΔEP_s(t) = ⟨s_{t+1} − s_t⟩ / β and
     ΔEP_θ(t) = (∂Φ/∂θ(s_{t+1}) − ∂Φ/∂θ(s_t)) / β, each ∂Φ/∂θ with its own state's indices."""
     q, img = prepare(model, params), image(model, x)
     u, idx_x = project(model, q, img)
@@ -367,7 +368,7 @@ def ep_traces_one(
 
 
 def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, steps: int) -> Params:
-    """BPTT traces from ONE reverse pass through the last K steps (PAPER.md §2).
+    """BPTT traces from ONE reverse pass through the last K steps (docs/theory.md §2).
 
     Step k runs with its own parameter copy θ + ζ_k (ζ_k = 0, stacked on a leading K axis and
     scanned) and adds η_k = 0 to the state it produces; one `jax.grad` of L(s_K) gives every
@@ -411,8 +412,8 @@ def ep_step(
     steps: int,
     symmetric: bool,
 ) -> tuple[Params, Scalar, Int[Array, ""]]:
-    """EP training step (PAPER.md §2): θ ← θ + lr (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β, each with the
-    pooling indices at its own state; symmetric: (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / 2|β|.
+    """EP training step (docs/theory.md §2): θ ← θ + lr (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β, each with
+    the pooling indices at its own state; symmetric: (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / 2|β|.
     The input convolution once for both phases."""
     q, img = prepare(model, params), image(model, x)
     u, idx_x = project(model, q, img)
@@ -442,7 +443,7 @@ def bptt_step(
     steps: int,
 ) -> tuple[Params, Scalar, Int[Array, ""]]:
     """BPTT training step: T − K free steps outside the graph, then θ ← θ − lr ∂L/∂θ through the
-    last K steps (truncated BPTT, PAPER.md §5); the input projection once per phase."""
+    last K steps (truncated BPTT, docs/theory.md §5); the input projection once per phase."""
     img = image(model, x)
     q = prepare(model, params)
     s0 = run(
@@ -468,7 +469,9 @@ def bptt_step(
 def unsupported(model: ModelSpec) -> str | None:
     """None for a P-setting conv model whose sizes fit its conv stack; otherwise why not."""
     if model.conv is None or model.setting != "P":
-        return "the conv family runs P-setting conv models only"
+        return "conv models run in the P setting only (docs/theory.md §3.4)"
+    if model.feedback_angle is not None:
+        return "asymmetric feedback is implemented for fully connected models only"
     conv = model.conv
     if model.sizes != conv.sizes(model.outputs) or model.inputs != int(np.prod(conv.input)):
         return (

@@ -1,4 +1,5 @@
-"""The convergent RNN with static input in JAX (PAPER.md §1–§3): dynamics, traces, training steps.
+"""The convergent RNN with static input in JAX (docs/theory.md §1–§3): dynamics, traces, training
+steps, of the tied fully connected family and, with feedback weights, of the asymmetric one.
 
 Parameters are a dict of arrays keyed by canonical names (`epbench.core.params`); states are a tuple
 `(s⁰, …, sᴺ)` of `(B, sizes[n])` arrays, output layer first. Every phase is a pure function around a
@@ -36,7 +37,7 @@ Y = Float[Array, "B outputs"]
 Scalar = Float[Array, ""]
 
 
-# ---------------------------------------------------------------- activations (PAPER.md §3)
+# ---------------------------------------------------------------- activations (docs/theory.md §3)
 
 
 @jax.custom_jvp
@@ -90,11 +91,15 @@ def derivative(name: str) -> Callable:
 # ---------------------------------------------------------------- dynamics
 
 
+def input_of(model: ModelSpec, x: X) -> X:
+    """u: ρ(x) in the EB setting, raw x in the P setting (docs/theory.md §3)."""
+    return activation(model.activation)[0](x) if model.setting == "EB" else x
+
+
 def project(model: ModelSpec, params: Params, x: X) -> Proj:
     """Static part of each layer's input: c_n = [n ∈ input] u W{n}_xᵀ + b_n, shape (B, sizes[n]),
-    with u = ρ(x) in the EB setting and u = x (raw) in the P setting. Computed once per phase."""
-    rho, _ = activation(model.activation)
-    u = rho(x) if model.setting == "EB" else x
+    with u = `input_of(x)`. Computed once per phase."""
+    u = input_of(model, x)
     proj = []
     for n, width in enumerate(model.sizes):
         c = jnp.broadcast_to(params[f"b{n}"], (x.shape[0], width))
@@ -111,14 +116,18 @@ def neighbours(model: ModelSpec, s: States) -> States:
 
 
 def drive(model: ModelSpec, params: Params, proj: Proj, r: States) -> States:
-    """hⁿ = [n<N] rⁿ⁺¹ W{n}_{n+1}ᵀ + [n>0] rⁿ⁻¹ W{n−1}_{n} + cₙ: θ enters a step only here."""
+    """hⁿ = [n<N] rⁿ⁺¹ W{n}_{n+1}ᵀ + [n>0] rⁿ⁻¹ Mₙ + cₙ, with Mₙ = W{n−1}_{n} (tied) or B{n}_{n−1}ᵀ
+    (independent feedback weights, `epbench_jax.asymmetric`): θ enters a step only here."""
+    tied = model.feedback_angle is None
     h = []
     for n in range(len(r)):
         v = proj[n]
         if n < model.depth:
             v = v + r[n + 1] @ params[f"W{n}_{n + 1}"].T
-        if n > 0:
+        if n > 0 and tied:
             v = v + r[n - 1] @ params[f"W{n - 1}_{n}"]
+        elif n > 0:
+            v = v + r[n - 1] @ params[f"B{n}_{n - 1}"].T
         h.append(v)
     return tuple(h)
 
@@ -131,7 +140,7 @@ def update(
     beta: Scalar | float = 0.0,
     r: States | None = None,
 ) -> States:
-    """The new states from the drives (PAPER.md §3), nudged when `y` is given.
+    """The new states from the drives (docs/theory.md §3), nudged when `y` is given.
 
     EB (F = ∂Φ_ε/∂s exactly, ρ'(s⁰) kept on the output): sⁿ ← sⁿ + ε(−sⁿ + ρ'(sⁿ) ⊙ hⁿ), the
     nudge adds εβ(y − s⁰). P (step 1): sⁿ ← σ(hⁿ), the nudge adds β(y − s⁰) after σ.
@@ -158,7 +167,8 @@ def step(
     y: Y | None = None,
     beta: Scalar | float = 0.0,
 ) -> States:
-    """One synchronous transition s_{t+1} = F(x, s_t, θ), all layers from s_t (PAPER.md §1, §3)."""
+    """One synchronous transition s_{t+1} = F(x, s_t, θ), all layers from s_t (docs/theory.md §1,
+    §3)."""
     r = neighbours(model, s)
     return update(model, s, drive(model, params, proj, r), y, beta, r)
 
@@ -184,7 +194,7 @@ def run(
 
 
 def dphi_delta(model: ModelSpec, hi: States, lo: States, x: X, coef: dict[str, Scalar]) -> Params:
-    """coef_θ · (∂Φ/∂θ(hi) − ∂Φ/∂θ(lo)) summed over the batch (PAPER.md §3), where ∂Φ/∂θ at s,
+    """coef_θ · (∂Φ/∂θ(hi) − ∂Φ/∂θ(lo)) summed over the batch (docs/theory.md §3), where ∂Φ/∂θ at s,
     without the ε of Φ_ε (it cancels against β_eff = εβ), is W{n}_{n+1}: aⁿᵀ aⁿ⁺¹, W{n}_x: aⁿᵀ u,
     b_n: Σ_b aⁿ, with a = ρ(s), u = ρ(x) in the EB setting and a = s, u = x in the P setting.
 
@@ -192,9 +202,8 @@ def dphi_delta(model: ModelSpec, hi: States, lo: States, x: X, coef: dict[str, S
     W{n}_{n+1}: a'ⁿᵀ a'ⁿ⁺¹ − aⁿᵀ aⁿ⁺¹ = dⁿᵀ a'ⁿ⁺¹ + aⁿᵀ dⁿ⁺¹, ONE matmul over the stacked batch
     [dⁿ; aⁿ]ᵀ [a'ⁿ⁺¹; dⁿ⁺¹] (it also loses less to rounding than the difference of products).
     The coefficient scales the small (B, ·) factor, not the (n, m) product."""
-    eb = model.setting == "EB"
     a, b = neighbours(model, hi), neighbours(model, lo)
-    u = activation(model.activation)[0](x) if eb else x
+    u = input_of(model, x)
     d = [p - q for p, q in zip(a, b, strict=True)]
     out = {}
     for n in range(len(hi)):
@@ -209,7 +218,7 @@ def dphi_delta(model: ModelSpec, hi: States, lo: States, x: X, coef: dict[str, S
 
 
 def loss_errors(s: States, y: Y) -> tuple[Scalar, Int[Array, ""]]:
-    """Batch-mean loss ½‖s⁰ − y‖² and the number of misclassified examples (PAPER.md §1)."""
+    """Batch-mean loss ½‖s⁰ − y‖² and the number of misclassified examples (docs/theory.md §1)."""
     loss = 0.5 * jnp.sum((s[0] - y) ** 2) / y.shape[0]
     errors = jnp.sum(jnp.argmax(s[0], axis=1) != jnp.argmax(y, axis=1))
     return loss, errors
@@ -233,7 +242,7 @@ def free_phase(
 def nudged_states(
     model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
 ) -> tuple[Float[Array, "K+1 B _"], ...]:
-    """The nudged trajectory s^β_0 … s^β_K (PAPER.md §1), per layer stacked on a K+1 axis."""
+    """The nudged trajectory s^β_0 … s^β_K (docs/theory.md §1), per layer stacked on a K+1 axis."""
     proj = project(model, params, x)
 
     def body(s, _):
@@ -247,16 +256,14 @@ def nudged_states(
 def ep_traces_one(
     model: ModelSpec, params: Params, x: X, y: Y, start: States, beta: Scalar, steps: int
 ) -> Params:
-    """EP traces for one signed β (PAPER.md §2, epbench.core.protocols):
+    """EP traces for one signed β (docs/theory.md §2, epbench.core.protocols):
     ΔEP_s(t) = ⟨s_{t+1} − s_t⟩ / β_eff and ΔEP_θ(t) = (∂Φ/∂θ(s_{t+1}) − ∂Φ/∂θ(s_t)) / β_eff.
 
     Products are differenced as (a'−a)ᵀc' + aᵀ(c'−c), which loses less to rounding in float32.
     """
     traj = nudged_states(model, params, x, y, start, beta, steps)
     eb = model.setting == "EB"
-    rho, _ = activation(model.activation)
-    a = [rho(v) for v in traj] if eb else list(traj)
-    u = rho(x) if eb else x
+    a, u = list(neighbours(model, traj)), input_of(model, x)
     # ∂Φ_ε/∂θ carries ε and β_eff = εβ, so ε cancels: divide by β. The scale goes on the small
     # (K, B, n) factor, not on the (K, n, m) product (one pass less over the largest arrays).
     da = [(v[1:] - v[:-1]) / (x.shape[0] * beta) for v in a]
@@ -275,7 +282,7 @@ def ep_traces_one(
 
 
 def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, steps: int) -> Params:
-    """BPTT traces from ONE reverse pass through the last K steps (PAPER.md §2).
+    """BPTT traces from ONE reverse pass through the last K steps (docs/theory.md §2).
 
     θ enters step k only through its drives h_k = drive(θ, r_k) (linear in θ). Each step gets a
     zero perturbation ζ_k of its drives and η_k of the state it produces, stacked on a leading K
@@ -314,19 +321,11 @@ def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, ste
 
 
 def ep_step(
-    model: ModelSpec,
-    params: Params,
-    x: X,
-    y: Y,
-    lrs: dict[str, Scalar],
-    beta: Scalar,
-    *,
-    free_steps: int,
-    steps: int,
-    symmetric: bool,
-) -> tuple[Params, Scalar, Int[Array, ""]]:
-    """EP training step (PAPER.md §2): θ ← θ + lr (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff; symmetric:
-    (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2|β|_eff). ε cancels (`dphi_delta`)."""
+    model: ModelSpec, params: Params, x: X, y: Y, lrs: dict[str, Scalar], beta: Scalar, *,
+    free_steps: int, steps: int, symmetric: bool,
+) -> tuple[Params, Scalar, Int[Array, ""]]:  # fmt: skip
+    """EP training step (docs/theory.md §2): θ ← θ + lr (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff;
+    symmetric: (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2|β|_eff). ε cancels (`dphi_delta`)."""
     proj = project(model, params, x)
     zero = tuple(jnp.zeros((x.shape[0], w), x.dtype) for w in model.sizes)
     s_star = run(model, params, proj, zero, free_steps)
@@ -346,17 +345,11 @@ def ep_step(
 
 
 def bptt_step(
-    model: ModelSpec,
-    params: Params,
-    x: X,
-    y: Y,
-    lrs: dict[str, Scalar],
-    *,
-    free_steps: int,
-    steps: int,
-) -> tuple[Params, Scalar, Int[Array, ""]]:
+    model: ModelSpec, params: Params, x: X, y: Y, lrs: dict[str, Scalar], *,
+    free_steps: int, steps: int,
+) -> tuple[Params, Scalar, Int[Array, ""]]:  # fmt: skip
     """BPTT training step: T − K free steps outside the graph, then θ ← θ − lr ∂L/∂θ through the
-    last K steps (truncated BPTT, PAPER.md §5)."""
+    last K steps (truncated BPTT, docs/theory.md §5)."""
     zero = tuple(jnp.zeros((x.shape[0], w), x.dtype) for w in model.sizes)
     s0 = run(model, params, project(model, params, x), zero, free_steps - steps)
     s0 = lax.stop_gradient(s0)
@@ -370,6 +363,24 @@ def bptt_step(
     (loss_value, errors), grads = jax.value_and_grad(loss, has_aux=True)(params)
     new = {k: v - lrs[k] * grads[k] for k, v in params.items()}
     return new, loss_value, errors
+
+
+def rtrl(model: ModelSpec, params: Params, x: X, y: Y, start: States, *, steps: int) -> Params:
+    """Σ_{t<K} ∇BPTT_θ(t) of the fully connected families (tied or asymmetric), forward in time
+    (RTRL, docs/theory.md §6.3), from `start` = s_{T−K} through `steps` = K ≥ 1 steps.
+
+    Real-time recurrent learning carries the sensitivities J_k = ∂s_k/∂θ forward with the states,
+    J_0 = 0 (s_{T−K} is held fixed), J_{k+1} = ∂F/∂s (s_k) · J_k + ∂F/∂θ (s_k), and reads the
+    gradient at the end: ∂L/∂θ = ∂L/∂s_K · J_K, BPTT truncated to the same K steps. `jax.jacfwd`
+    of the K-step loss is exactly this recursion: `vmap` of `jvp` over the P basis directions of
+    θ, each tangent pushed through the `lax.fori_loop` step by step alongside the primal states,
+    so memory is O(P · B · Σ sizes), independent of K, and the cost P forward passes: for the toy
+    model and small nets only."""
+
+    def loss(p: Params) -> Scalar:
+        return loss_errors(run(model, p, project(model, p, x), start, steps), y)[0]
+
+    return jax.jacfwd(loss)(params)
 
 
 # ---------------------------------------------------------------- the family
@@ -390,4 +401,5 @@ FAMILY = Family(
     bptt_traces=bptt_traces,
     ep_step=ep_step,
     bptt_step=bptt_step,
+    rtrl=rtrl,
 )

@@ -1,4 +1,5 @@
-"""Optional measurement methods of the jax backend, used by `epbench run speed` (epbench.measurements.peak).
+"""Optional measurement methods of the jax backend, used by `epbench run speed`
+(epbench.measurements.peak; the capability protocols of epbench.core.protocols).
 
     op_seconds(op, *, dtype, device, min_seconds)   seconds of one GEMM / convolution (an
                                                     epbench.core.flops op tuple) under jax.jit
@@ -18,12 +19,14 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
-PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}
+PLATFORMS = MappingProxyType({"cpu": "cpu", "cuda": "gpu"})  # epbench device → jax platform
 
 
-def _device(device: str):
+def jax_device(device: str):
+    """The first jax device of `device`'s platform, or None when jax has none (imports jax)."""
     import jax
 
     try:
@@ -82,7 +85,7 @@ def op_seconds(op: tuple, *, dtype: str, device: str, min_seconds: float = 0.01)
     import numpy as np
     from jax import lax
 
-    dev = _device(device)
+    dev = jax_device(device)
     built = _op(op, dtype)
     if dev is None or built is None:
         return None
@@ -115,7 +118,7 @@ def op_seconds(op: tuple, *, dtype: str, device: str, min_seconds: float = 0.01)
 def memory_stats(device: str, *, reset: bool = False) -> dict[str, Any] | None:
     """{"current_bytes", "peak_bytes", "resettable": False} of the device allocator (the peak
     since the process started: jax cannot reset it); None on the CPU or without statistics."""
-    dev = _device(device)
+    dev = jax_device(device)
     if dev is None or dev.platform == "cpu":
         return None
     stats = dev.memory_stats() or {}

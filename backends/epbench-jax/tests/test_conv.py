@@ -1,12 +1,12 @@
 """The JAX P-conv network (`epbench_jax.conv`) against references written here with `jax.grad`.
 
-The reference is the primitive function of PAPER.md §3 written out in canonical NCHW layout with the
-pooling indices held fixed, Φ = s⁰·(W0_1 vec(s¹) + b₀) + Σₙ sⁿ • P_idx(Wₙ ∗ sⁿ⁺¹ + bₙ): the step is
-σ(∂Φ/∂s), ∂Φ/∂θ gives the EP update, and BPTT is `jax.grad` through reference steps. Nothing of the
-backend's NHWC layout, hand-written feedback (unpooling + transposed convolution) or correlations is
-reused (the references are jitted only to keep the tests fast). One model with three conv layers
-and padding, so that a middle layer has both a pooled drive from below and a transposed-convolution
-feedback from above.
+The reference is the primitive function of docs/theory.md §3 written out in canonical NCHW layout
+with the pooling indices held fixed, Φ = s⁰·(W0_1 vec(s¹) + b₀) + Σₙ sⁿ • P_idx(Wₙ ∗ sⁿ⁺¹ + bₙ): the
+step is σ(∂Φ/∂s), ∂Φ/∂θ gives the EP update, and BPTT is `jax.grad` through reference steps. Nothing
+of the backend's NHWC layout, hand-written feedback (unpooling + transposed convolution) or
+correlations is reused (the references are jitted only to keep the tests fast). One model with three
+conv layers and padding, so that a middle layer has both a pooled drive from below and a
+transposed-convolution feedback from above.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def indices(theta, img, s):
 
 
 def phi(theta, img, s, idx):
-    """Σ_b Φ(x_b, s_b, θ) with the pooling indices `idx` held fixed (PAPER.md §3)."""
+    """Σ_b Φ(x_b, s_b, θ) with the pooling indices `idx` held fixed (docs/theory.md §3)."""
     depth = len(CONV.channels)
     total = jnp.sum(s[0] * (s[1].reshape(B, -1) @ theta["W0_1"].T + theta["b0"]))
     for n in range(1, depth + 1):
@@ -189,4 +189,4 @@ def test_inconsistent_conv_model_is_refused():
     with pytest.raises(BackendError, match="sizes = \\(5, 16, 48, 128\\)"):
         JaxBackend().build(bad, dtype="float64", device="cpu")
     eb = ModelSpec(setting="EB", inputs=512, sizes=CONV.sizes(5), conv=CONV)
-    assert "P setting only" in JaxBackend().unsupported(eb, dtype="float64", device="cpu")
+    assert "P setting only" in JaxBackend().supports(eb, dtype="float64", device="cpu")

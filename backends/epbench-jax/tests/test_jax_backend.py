@@ -1,7 +1,7 @@
 """Tests of the JAX backend against independent references written here with `jax.grad`.
 
 References: the EB step is s − ε ∂E/∂s of the Hopfield energy E and the P step is σ(∂Φ/∂s)
-(PAPER.md §3), both differentiated by `jax.grad` from the scalar functions below, never by the
+(docs/theory.md §3), both differentiated by `jax.grad` from the scalar functions below, never by the
 backend's hand-written update rules.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from epbench.core.errors import BackendError
 from epbench.core.params import init_params, param_shapes
 from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
 from epbench.plugins.manager import make_plugin_manager
 from epbench.plugins.registry import Registry
 from epbench_jax import network as nw
@@ -32,7 +33,7 @@ def batch(model: ModelSpec, size: int, seed: int = 1) -> tuple[np.ndarray, np.nd
 
 
 def energy(model: ModelSpec, p, s, x):
-    """Hopfield energy E(s) of PAPER.md §3, summed over the batch."""
+    """Hopfield energy E(s) of docs/theory.md §3, summed over the batch."""
     rho, _ = nw.activation(model.activation)
     r = [rho(v) for v in s]
     e = sum(0.5 * jnp.sum(v**2) - jnp.sum(p[f"b{n}"] * r[n]) for n, v in enumerate(s))
@@ -44,7 +45,7 @@ def energy(model: ModelSpec, p, s, x):
 
 
 def phi_p(model: ModelSpec, p, s, x):
-    """Primitive Φ of the P setting (PAPER.md §3), summed over the batch."""
+    """Primitive Φ of the P setting (docs/theory.md §3), summed over the batch."""
     total = sum(jnp.sum(p[f"b{n}"] * v) for n, v in enumerate(s))
     for n in range(model.depth):
         total += jnp.sum((s[n] @ p[f"W{n}_{n + 1}"]) * s[n + 1])
@@ -107,7 +108,8 @@ def test_eb_step_is_the_gradient_of_phi(act):
 @pytest.mark.parametrize("model", [EB, P], ids=["EB", "P"])
 def test_bptt_trace_is_the_truncated_gradient(nets, model):
     """Σ_t ∇BPTT_θ(t) = ∂L/∂θ of BPTT truncated to K steps; each ∇BPTT_θ(t) = ∂L/∂θ_{T−t} with a
-    per-step copy of θ, and ∇BPTT_s(t) = Σ_b ∂L/∂s_{T−t} (PAPER.md §2), all from the reference."""
+    per-step copy of θ, and ∇BPTT_s(t) = Σ_b ∂L/∂s_{T−t} (docs/theory.md §2), all from the
+    reference."""
     net = nets[model.setting, "float64"]
     x, y = batch(model, B)
     params = net.load(init_params(model, seed=0))
@@ -154,12 +156,12 @@ def test_ep_trace_sums_to_the_ep_step_update(nets, model, beta, symmetric):
         params, x, y, free_steps=T, steps=K, beta=beta, lrs=lrs, symmetric=symmetric
     )
     old, new = net.dump(params), net.dump(new)
-    for k in old:  # θ ← θ + lr Σ_t ΔEP_θ(β, t): the EP rule telescopes (PAPER.md §2)
+    for k in old:  # θ ← θ + lr Σ_t ΔEP_θ(β, t): the EP rule telescopes (docs/theory.md §2)
         assert rel((new[k] - old[k]) / lrs[k], trace[k].sum(axis=0)) < 1e-10, k
     s0 = net.states(s_star)["s0"]
     assert np.isclose(float(loss), 0.5 * np.mean(np.sum((s0 - y) ** 2, axis=1)), rtol=1e-12)
     assert int(errors) == int(np.sum(s0.argmax(1) != y.argmax(1)))
-    # ΔEP_s0(0) = (F(s_*) − s_*)/β_eff + ⟨y − s⁰_*⟩: the free drift plus the nudge (PAPER.md §1)
+    # ΔEP_s0(0) = (F(s_*) − s_*)/β_eff + ⟨y − s⁰_*⟩: the free drift plus the nudge (theory §1)
     if not symmetric:
         s_after, _ = net.free_phase(params, x, steps=1, start=s_star)
         drift = (net.states(s_after)["s0"] - s0).mean(0)
@@ -207,8 +209,8 @@ def test_float32_and_float64_do_not_leak(nets):
 
 
 def test_gdu_error_shrinks_like_beta_and_beta_squared(nets):
-    """GDU theorem (PAPER.md §2) on the EB float64 model at its fixed point: EP → −BPTT with an
-    error O(β) for one-sided nudging and O(β²) for the symmetric estimator."""
+    """GDU theorem (docs/theory.md §2) on the EB float64 model at its fixed point: EP → −BPTT with
+    an error O(β) for one-sided nudging and O(β²) for the symmetric estimator."""
     net = nets["EB", "float64"]
     x, y = batch(EB, B, seed=4)
     params = net.load(init_params(EB, seed=0))
@@ -233,17 +235,44 @@ def test_backend_registration_and_refusals():
     backend = Registry(make_plugin_manager(select=["jax"])).get_backend("jax")  # the entry point
     assert backend.name == "jax"
     assert {"jax", "jaxlib"} <= set(backend.versions())
-    assert backend.unsupported(EB, dtype="float64", device="cpu") is None
-    assert "device" in backend.unsupported(EB, dtype="float64", device="tpu9")
-    assert "dtype" in backend.unsupported(EB, dtype="float16", device="cpu")
+    assert backend.supports(EB, dtype="float64", device="cpu") is None
+    assert "device" in support_reason(backend, EB, dtype="float64", device="tpu9")
+    assert "dtype" in support_reason(backend, EB, dtype="float16", device="cpu")
     if not any(d.platform == "gpu" for d in jax.devices()):
-        reason = backend.unsupported(EB, dtype="float64", device="cuda")
+        reason = backend.supports(EB, dtype="float64", device="cuda")
         assert reason and "gpu" in reason
-        with pytest.raises(BackendError):
+        with pytest.raises(BackendError, match="gpu"):
             backend.build(EB, dtype="float64", device="cuda")
     net = backend.build(EB, dtype="float64", device="cpu")
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match="found W0_x, b0, W1_2, b1, W2_x, b2 missing"):
         net.load({"W0_1": np.zeros((3, 6))})
+
+
+def test_arguments_are_checked(nets):
+    """Negative step counts, β = 0, K > T, missing learning rates and a batch of the wrong width
+    are refused with one line (epbench.core.validate), before anything is compiled."""
+    net = nets["P", "float64"]
+    params = net.load(init_params(P, seed=0))
+    x, y = batch(P, B)
+    lrs = dict.fromkeys(param_shapes(P), 0.1)
+    with pytest.raises(BackendError, match=r"expected steps ≥ 0 \(an integer\), found -1"):
+        net.free_phase(params, x, steps=-1)
+    with pytest.raises(BackendError, match=r"expected a finite non-zero beta, found 0\.0"):
+        net.ep_trace(params, x, y, start=None, beta=0.0, steps=K)
+    with pytest.raises(BackendError, match=f"expected steps ≤ free_steps = {K}"):
+        net.bptt_step(params, x, y, free_steps=K, steps=K + 1, lrs=lrs)
+    with pytest.raises(BackendError, match="found none for b2"):
+        net.ep_step(
+            params,
+            x,
+            y,
+            free_steps=T,
+            steps=K,
+            beta=0.1,
+            lrs={"W0_1": 0.1} | {k: 0.1 for k in param_shapes(P) if k != "b2"},
+        )
+    with pytest.raises(BackendError, match=r"expected y of shape \(3, 3\)"):
+        net.bptt_trace(params, x, y[:, :2], start=None, steps=K)
 
 
 def _has_gpu() -> bool:
@@ -259,7 +288,7 @@ def _has_gpu() -> bool:
 def test_gpu_matches_cpu(dtype, tol):
     """The same phases on "cuda" (jax's gpu platform) and on the CPU give the same numbers."""
     backend = JaxBackend()
-    assert backend.unsupported(TOY, dtype=dtype, device="cuda") is None
+    assert backend.supports(TOY, dtype=dtype, device="cuda") is None
     assert "gpu" in backend.device_info("cuda")
     x, y = batch(TOY, 2)
     init = init_params(TOY, seed=0)

@@ -1,6 +1,7 @@
-"""PyTorch backend of epbench: fully connected convergent RNNs in the EB and P settings."""
+"""PyTorch backend of epbench: convergent RNNs (fully connected, asymmetric, P-conv) in the EB and
+P settings, on the CPU or a CUDA device."""
 
+from .adapter import TorchNetwork
 from .backend import TorchBackend
-from .network import TorchNetwork
 
 __all__ = ["TorchBackend", "TorchNetwork"]

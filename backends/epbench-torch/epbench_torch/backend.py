@@ -1,4 +1,10 @@
-"""The torch `Backend` (epbench.core.protocols.Backend): versions, device description, support, build."""
+"""The torch `Backend` (epbench.core.protocols.Backend): versions, device, support, build.
+
+What comes in: a `ModelSpec`, a dtype name and a device name, after the core's own checks
+(`epbench.core.support.support_reason`: the names, and the `model_fields` allow-list). What goes
+out: a reason this backend cannot run the combination (`supports`), or a
+`epbench_torch.adapter.TorchNetwork` over the model's family (`build`).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,12 @@ import platform
 import torch
 
 from epbench.core.errors import BackendError
-from epbench.core.spec import ACTIVATIONS, DTYPES, SETTINGS, ModelSpec
+from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
 
-from . import throughput
-from .asymmetric import TorchAsymmetricNetwork
-from .conv import TorchConvNetwork
-from .network import TorchNetwork
+from . import asymmetric, conv, network, throughput
+from .adapter import WHERE, Family, TorchNetwork
 from .reference_conv import ReferenceConvNetwork, reference_unsupported
-from .rtrl import TorchRtrlNetwork
-
-DEVICES = ("cpu", "cuda")
-
 
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
@@ -35,13 +36,24 @@ MODEL_FIELDS = frozenset(
 )
 
 
+def family_of(model: ModelSpec) -> Family:
+    """The family that runs `model`: conv layers (`conv`), independent feedback weights
+    (`asymmetric`) or the tied fully connected model (`network`)."""
+    if model.conv is not None:
+        return conv.FAMILY
+    if model.feedback_angle is not None:
+        return asymmetric.FAMILY
+    return network.FAMILY
+
+
 class TorchBackend:
-    """Builds `TorchNetwork`s for fully connected models in the EB and P settings and
-    `TorchConvNetwork`s for P-setting conv models (PAPER.md §3)."""
+    """Builds `TorchNetwork`s over the tied fully connected, asymmetric and P-conv families
+    (docs/theory.md §3), on the CPU or a CUDA device."""
 
     name = "torch"
     model_fields = MODEL_FIELDS
-    # Optional measurement methods (epbench.measurements.peak, `epbench run speed`).
+    # Optional capabilities (epbench.core.protocols: OpTimingBackend, MemoryStatsBackend,
+    # ProfilerBackend; `reference_network` below is ReferenceBackend).
     op_seconds = staticmethod(throughput.op_seconds)
     memory_stats = staticmethod(throughput.memory_stats)
     profile_summary = staticmethod(throughput.profile_summary)
@@ -61,43 +73,26 @@ class TorchBackend:
         return f"{cpu}, {torch.get_num_threads()} torch threads, {capability}"
 
     def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
-        """None when `build` can run (model, dtype, device); otherwise why not (a skip reason)."""
-        if model.setting not in SETTINGS:
-            return (
-                f"torch backend: unknown setting {model.setting!r} (known: {', '.join(SETTINGS)})"
-            )
-        if model.activation not in ACTIVATIONS:
-            return f"torch backend: unknown activation {model.activation!r}"
-        if dtype not in DTYPES:
-            return f"torch backend: unknown dtype {dtype!r} (known: {', '.join(DTYPES)})"
-        if device not in DEVICES:
-            return f"torch backend: unknown device {device!r} (known: {', '.join(DEVICES)})"
+        """None when `build` can run (model, dtype, device); otherwise why not (a skip reason):
+        no CUDA, or a model its family does not run (e.g. conv outside the P setting)."""
         if device == "cuda" and not torch.cuda.is_available():
-            return "torch backend: CUDA is not available to this torch build or machine"
-        if model.conv is not None and model.setting != "P":
-            return "torch backend: conv models run in the P setting only (PAPER.md §3)"
-        if model.conv is not None and model.feedback_angle is not None:
-            return "torch backend: asymmetric feedback is implemented for fully connected models"
-        return None
+            return f"{WHERE}: CUDA is not available to this torch build or machine"
+        reason = family_of(model).unsupported(model)
+        return None if reason is None else f"{WHERE}: {reason}"
 
     def reference_network(
         self, model: ModelSpec, *, dtype: str, device: str
     ) -> ReferenceConvNetwork | None:
-        """The paper's implementation re-created for `model` (epbench.measurements.reference, optional method):
-        the paper's P-conv geometry only (reference_conv.py); None for any other model."""
-        if self.supports(model, dtype=dtype, device=device) or reference_unsupported(model):
+        """The paper's implementation re-created for `model` (epbench.measurements.reference): the
+        paper's P-conv geometry only (reference_conv.py); None for any other model."""
+        if support_reason(self, model, dtype=dtype, device=device) or reference_unsupported(model):
             return None
         return ReferenceConvNetwork(model, dtype=dtype, device=device)
 
-    def build(
-        self, model: ModelSpec, *, dtype: str, device: str
-    ) -> TorchNetwork | TorchConvNetwork:
-        """A `TorchNetwork` for `model` in `dtype` on `device`; BackendError when unsupported."""
-        reason = self.supports(model, dtype=dtype, device=device)
+    def build(self, model: ModelSpec, *, dtype: str, device: str) -> TorchNetwork:
+        """A `TorchNetwork` for `model` in `dtype` on `device`; BackendError with the reason
+        (`epbench.core.support.support_reason`) when it cannot run."""
+        reason = support_reason(self, model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
-        if model.conv is not None:
-            return TorchConvNetwork(model, dtype=dtype, device=device)
-        if model.feedback_angle is not None:  # independent feedback weights (asymmetric.py)
-            return TorchAsymmetricNetwork(model, dtype=dtype, device=device)
-        return TorchRtrlNetwork(model, dtype=dtype, device=device)  # TorchNetwork + RTRL
+        return TorchNetwork(model, family=family_of(model), dtype=dtype, device=device)

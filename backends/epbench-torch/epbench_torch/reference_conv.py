@@ -1,11 +1,13 @@
 """The paper's reference implementation of P-conv training, re-created as a same-run speed baseline.
 
-The P-conv speed targets are stated against the paper's public PyTorch implementation (PAPER.md
-§3), which trains at about 35 (EP) and 44 (BPTT) samples/s on a 2-core CPU. This machine's
-timings drift by tens of percent between runs, so `epbench run speed` times this re-creation beside
-`TorchConvNetwork`, interleaved, and reports the ratio (epbench.measurements.speed, `reference`).
+The P-conv speed targets are stated against the paper's public PyTorch implementation
+(docs/theory.md §3.4), which trains at about 35 (EP) and 44 (BPTT) samples/s on a 2-core CPU. This
+machine's timings drift by tens of percent between runs, so `epbench run speed` times this
+re-creation beside the P-conv `TorchNetwork`, interleaved, and reports the ratio
+(epbench.measurements.speed, `reference`).
 
-It computes the same model (PAPER.md §3) the way that implementation does, not as `conv.py` does:
+It computes the same model (docs/theory.md §3.4) the way that implementation does, not as
+`conv.py` does:
   - the Euler form s ← s + (−s + σ(…)) with step 1 (rounding aside, σ(…));
   - the input convolution and its pooling recomputed at every step, its bias added before pooling,
     as are all biases;
@@ -13,9 +15,10 @@ It computes the same model (PAPER.md §3) the way that implementation does, not 
   - BPTT: T − K steps without a graph, K with one, `loss.backward()` into the parameters' `.grad`;
   - EP: ∂Φ/∂θ at both states written out (dense products, `conv2d` over batch-transposed maps for
     the kernels), the pooling indices at each state from one more step (2 of T + K + 2 steps).
-Native types: parameters as a dict of canonical names to tensors (PAPER.md §3 shapes), as
-`TorchConvNetwork.load` makes them; `ep_step` and `bptt_step` return (params, loss, errors).
-It is a baseline for timing only: `TorchConvNetwork` is the implementation the suite checks.
+Native types: parameters as a dict of canonical names to tensors (docs/theory.md §3 shapes), as
+`TorchNetwork.load` makes them; `ep_step` and `bptt_step` return (params, loss, errors).
+It is a baseline for timing only: the P-conv family (`conv.py`) is the implementation the suite
+checks.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import torch.nn.functional as F
 from epbench.core.errors import BackendError
 from epbench.core.params import param_shapes
 from epbench.core.spec import ModelSpec
+
+from .adapter import WHERE, like, synchronize, tensors
 
 Params = dict[str, torch.Tensor]
 
@@ -53,11 +58,11 @@ class ReferenceConvNetwork:
     def __init__(self, model: ModelSpec, *, dtype: str, device: str) -> None:
         reason = reference_unsupported(model)
         if reason is not None:
-            raise BackendError(f"torch backend: {reason}")
+            raise BackendError(f"{WHERE}: {reason}")
         conv = model.conv
         assert conv is not None
         self.model, self.dtype, self.device = model, dtype, device
-        self._like = {"dtype": getattr(torch, dtype), "device": torch.device(device)}
+        self._like = like(dtype, device)
         self._pad, self._pool = conv.padding, conv.pool
         self._input = conv.input
         self._shapes = param_shapes(model)
@@ -65,11 +70,12 @@ class ReferenceConvNetwork:
         self._s_shapes = [(model.sizes[0],), (c1, h1, w1), (c2, h2, w2)]
 
     def load(self, params: dict[str, np.ndarray]) -> Params:
-        return {name: torch.tensor(np.asarray(params[name]), **self._like) for name in self._shapes}
+        """Canonical numpy parameters → tensors of this dtype and device (copies)."""
+        return tensors(params, self._shapes, self._like)
 
     def synchronize(self) -> None:
-        if self._like["device"].type == "cuda":
-            torch.cuda.synchronize()
+        """Wait for queued device work (CUDA); a no-op on the CPU."""
+        synchronize(self._like["device"])
 
     def _stepper(self, p: Params, x: torch.Tensor, s: list, y=None, beta: float = 0.0):
         """One Euler step with step 1; returns (new states, [indices of s¹'s, of s²'s pooling])."""
@@ -122,7 +128,7 @@ class ReferenceConvNetwork:
         self, params: Params, x, y, *, free_steps, steps, beta, lrs, symmetric=False
     ) -> tuple[Params, torch.Tensor, torch.Tensor]:
         if symmetric:
-            raise BackendError("torch backend: the reference baseline nudges one-sidedly only")
+            raise BackendError(f"{WHERE}: the reference baseline nudges one-sidedly only")
         with torch.no_grad():
             x, y, s = self._inputs(x, y)
             free, _ = self._forward(params, x, s, free_steps)

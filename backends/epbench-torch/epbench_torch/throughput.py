@@ -1,12 +1,13 @@
-"""Optional measurement methods of the torch backend, used by `epbench run speed` (epbench.measurements.peak).
+"""Optional measurement methods of the torch backend, used by `epbench run speed`
+(epbench.measurements.peak; the capability protocols of epbench.core.protocols).
 
     op_seconds(op, *, dtype, device, min_seconds)   seconds of one GEMM / convolution (an
                                                     epbench.core.flops op tuple) with torch
     memory_stats(device, *, reset=False)            the CUDA caching allocator's statistics
     profile_summary(fn, *, device, folder)          torch.profiler's per-op table of `fn()`
 
-Ops run the way the networks run them: convolutions on channels-last tensors, full precision on
-CUDA (no TF32, as `TorchConvNetwork`), no autograd. On the CPU an op is timed with torch's thread
+Ops run the way the networks run them: convolutions on channels-last tensors, full precision on CUDA
+(no TF32, as `adapter.TorchNetwork`), no autograd. On the CPU an op is timed with torch's thread
 count and with one thread (the networks run small per-step ops on one thread), the faster wins.
 """
 
@@ -21,6 +22,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.nn.grad import conv2d_weight
+
+from .adapter import like
 
 CHANNELS_LAST = torch.channels_last
 
@@ -43,20 +46,20 @@ def _best(call: Callable[[], Any], sync: Callable[[], None], min_seconds: float)
     return best
 
 
-def _op_call(op: tuple, like: dict[str, Any]) -> Callable[[], Any] | None:
+def _op_call(op: tuple, kind: dict[str, Any]) -> Callable[[], Any] | None:
     """A closure running `op` once on fresh random operands, or None for an unknown op."""
     kind = op[0]
     if kind == "gemm":
         _, m, k, n = op
-        a, b = torch.rand(m, k, **like), torch.rand(k, n, **like)
-        out = torch.empty(m, n, **like)
+        a, b = torch.rand(m, k, **kind), torch.rand(k, n, **kind)
+        out = torch.empty(m, n, **kind)
         return lambda: torch.mm(a, b, out=out)
     if kind not in ("conv", "conv_t", "conv_w"):
         return None
     _, batch, c, h, w, o, k, p = op
-    x = torch.rand(batch, c, h, w, **like).contiguous(memory_format=CHANNELS_LAST)
-    kernel = torch.rand(o, c, k, k, **like).contiguous(memory_format=CHANNELS_LAST)
-    grad = torch.rand(batch, o, h + 2 * p - k + 1, w + 2 * p - k + 1, **like)
+    x = torch.rand(batch, c, h, w, **kind).contiguous(memory_format=CHANNELS_LAST)
+    kernel = torch.rand(o, c, k, k, **kind).contiguous(memory_format=CHANNELS_LAST)
+    grad = torch.rand(batch, o, h + 2 * p - k + 1, w + 2 * p - k + 1, **kind)
     grad = grad.contiguous(memory_format=CHANNELS_LAST)
     if kind == "conv":
         return lambda: F.conv2d(x, kernel, padding=p)
@@ -68,7 +71,7 @@ def _op_call(op: tuple, like: dict[str, Any]) -> Callable[[], Any] | None:
 def op_seconds(op: tuple, *, dtype: str, device: str, min_seconds: float = 0.01) -> float | None:
     """Seconds of one `op` on `device` in `dtype`, steady state; None for an unknown op kind."""
     dev = torch.device(device)
-    like = {"dtype": {"float32": torch.float32, "float64": torch.float64}[dtype], "device": dev}
+    kind = like(dtype, device)
     if dev.type == "cuda":
 
         def sync() -> None:
@@ -80,7 +83,7 @@ def op_seconds(op: tuple, *, dtype: str, device: str, min_seconds: float = 0.01)
             return None
 
     with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, allow_tf32=False):
-        call = _op_call(op, like)
+        call = _op_call(op, kind)
         if call is None:
             return None
         seconds = _best(call, sync, min_seconds)

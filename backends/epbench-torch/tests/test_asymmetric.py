@@ -1,6 +1,6 @@
-"""The torch asymmetric network (independent feedback weights B, `epbench_torch.asymmetric`).
+"""The torch asymmetric network (independent feedback weights B, the `asymmetric` family).
 
-References: the tied `TorchNetwork` (at angle 0 every trace must reproduce it), a numpy rewrite of
+References: the tied model (at angle 0 every trace must reproduce it), a numpy rewrite of
 the P dynamics and of the vector-field EP rule, and BPTT with an explicit per-step copy of θ.
 """
 
@@ -11,11 +11,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from epbench_torch import TorchBackend
-from epbench_torch.asymmetric import TorchAsymmetricNetwork
+from epbench_torch import TorchBackend, TorchNetwork, asymmetric
 
 from epbench.core.errors import BackendError
 from epbench.core.params import feedback_angles_deg, init_params, learning_rates, param_shapes
+from epbench.core.protocols import RtrlNetwork
 from epbench.core.spec import ConvSpec, ModelSpec
 
 P = ModelSpec(setting="P", inputs=7, sizes=(4, 6, 5), activation="tanh")
@@ -82,7 +82,7 @@ def test_traces_match_a_numpy_reference_at_an_angle():
     """P model at 40°: the nudged phase, the vector-field EP rule and the per-step BPTT shares
     (explicit per-step parameter copies) written out independently."""
     model = replace(P, feedback_angle=40.0)
-    net = TorchAsymmetricNetwork(model, dtype="float64", device="cpu")
+    net = TorchNetwork(model, family=asymmetric.FAMILY, dtype="float64", device="cpu")
     params = init_params(model, seed=5)
     x, y = batch(model, seed=3)
     p = net.load(params)
@@ -151,10 +151,9 @@ def test_training_steps_update_and_freeze_the_feedback():
 
 def test_build_dispatch_and_refusals():
     backend = TorchBackend()
-    assert isinstance(
-        backend.build(replace(P, feedback_angle=10.0), dtype="float32", device="cpu"),
-        TorchAsymmetricNetwork,
-    )
+    net = backend.build(replace(P, feedback_angle=10.0), dtype="float32", device="cpu")
+    assert isinstance(net, TorchNetwork) and net.family is asymmetric.FAMILY
+    assert isinstance(net, RtrlNetwork)
     conv = ModelSpec(
         setting="P",
         inputs=144,
@@ -163,9 +162,11 @@ def test_build_dispatch_and_refusals():
         conv=ConvSpec(input=(1, 12, 12), channels=(3, 4), kernel=3, padding=1, pool=2),
         feedback_angle=10.0,
     )
-    assert "fully connected" in backend.unsupported(conv, dtype="float64", device="cpu")
+    assert "fully connected" in backend.supports(conv, dtype="float64", device="cpu")
     with pytest.raises(BackendError, match="fully connected"):
-        TorchAsymmetricNetwork(P, dtype="float64", device="cpu")
+        backend.build(conv, dtype="float64", device="cpu")
+    with pytest.raises(BackendError, match="fully connected"):
+        TorchNetwork(P, family=asymmetric.FAMILY, dtype="float64", device="cpu")
     net = backend.build(replace(P, feedback_angle=10.0), dtype="float64", device="cpu")
-    with pytest.raises(BackendError, match="expected parameters"):
+    with pytest.raises(BackendError, match=r"expected parameters .*B1_0, B2_1 missing"):
         net.load(init_params(P, seed=0))  # the tied model's parameters lack B

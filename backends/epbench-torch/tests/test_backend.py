@@ -11,6 +11,7 @@ from epbench.core.errors import BackendError
 from epbench.core.params import init_params
 from epbench.core.protocols import Backend, Network
 from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
 from epbench.plugins.registry import Registry
 
 TOY = ModelSpec(setting="EB", inputs=5, sizes=(10, 50), input_to=(0, 1), epsilon=0.08)
@@ -24,15 +25,15 @@ def test_registered_through_the_entry_point():
     assert (network.model, network.dtype, network.device) == (TOY, "float64", "cpu")
 
 
-def test_unsupported_reasons():
+def test_support_reasons():
+    """`supports` gives the backend's own reasons only; the core's names check comes first
+    (`support_reason`), and `build` raises its text."""
     backend = TorchBackend()
-    assert backend.unsupported(TOY, dtype="float32", device="cpu") is None
-    assert "dtype" in backend.unsupported(TOY, dtype="float16", device="cpu")
-    assert "device" in backend.unsupported(TOY, dtype="float64", device="tpu")
-    odd = ModelSpec(setting="XY", inputs=2, sizes=(2, 2))
-    assert "setting" in backend.unsupported(odd, dtype="float64", device="cpu")
-    cuda = backend.unsupported(TOY, dtype="float64", device="cuda")
+    assert backend.supports(TOY, dtype="float32", device="cpu") is None
+    cuda = backend.supports(TOY, dtype="float64", device="cuda")
     assert (cuda is None) == torch.cuda.is_available()
+    assert "dtype" in support_reason(backend, TOY, dtype="float16", device="cpu")
+    assert "device" in support_reason(backend, TOY, dtype="float64", device="tpu")
     with pytest.raises(BackendError, match="dtype"):
         backend.build(TOY, dtype="int8", device="cpu")
 
@@ -43,15 +44,29 @@ def test_versions_and_device_info():
     assert backend.device_info("cpu")
 
 
-def test_load_rejects_wrong_shapes():
+def test_arguments_are_checked():
+    """Wrong parameter shapes, missing parameters or learning rates, negative step counts, β = 0,
+    K > T and a batch of the wrong width are refused with one line (epbench.core.validate)."""
     network = TorchBackend().build(TOY, dtype="float64", device="cpu")
     params = init_params(TOY, seed=0)
-    params["W0_1"] = params["W0_1"].T
-    with pytest.raises(BackendError, match="W0_1"):
-        network.load(params)
-    del params["W0_1"]
-    with pytest.raises(BackendError, match="missing"):
-        network.load(params)
+    native = network.load(params)
+    x, y = np.zeros((2, TOY.inputs)), np.eye(TOY.outputs)[:2]
+    lrs = dict.fromkeys(params, 0.1)
+    wrong = params | {"W0_1": params["W0_1"].T}
+    with pytest.raises(BackendError, match=r"expected parameter W0_1 of shape \(10, 50\)"):
+        network.load(wrong)
+    with pytest.raises(BackendError, match="W0_1 missing"):
+        network.load({k: v for k, v in params.items() if k != "W0_1"})
+    with pytest.raises(BackendError, match=r"expected steps ≥ 0 \(an integer\), found -1"):
+        network.free_phase(native, x, steps=-1)
+    with pytest.raises(BackendError, match=r"expected a finite non-zero beta, found 0\.0"):
+        network.ep_step(native, x, y, free_steps=5, steps=2, beta=0.0, lrs=lrs)
+    with pytest.raises(BackendError, match="found none for W0_x, b0, W1_x, b1"):
+        network.bptt_step(native, x, y, free_steps=5, steps=2, lrs={"W0_1": 0.1})
+    with pytest.raises(BackendError, match="expected steps ≤ free_steps = 5, found steps = 6"):
+        network.bptt_step(native, x, y, free_steps=5, steps=6, lrs=lrs)
+    with pytest.raises(BackendError, match=r"expected x of shape \(B, 5\), found shape \(2, 4\)"):
+        network.predict(native, x[:, :4], steps=3)
 
 
 @pytest.mark.gpu

@@ -1,4 +1,4 @@
-"""The torch P-conv network against independent computations (PAPER.md §3, "P-conv").
+"""The torch P-conv network against independent computations (docs/theory.md §3, "P-conv").
 
 The reference here is the primitive function Φ written out with the pooling indices held fixed,
 Φ = s⁰·(W0_1 vec(s¹) + b₀) + Σₙ sⁿ • P_idx(Wₙ ∗ sⁿ⁺¹ + bₙ), differentiated by autograd: the step is
@@ -80,7 +80,7 @@ def indices(model: ModelSpec, theta: dict, img: torch.Tensor, s: list) -> list:
 
 
 def phi(model: ModelSpec, theta: dict, img: torch.Tensor, s: list, idx: list) -> torch.Tensor:
-    """Σ_b Φ(x_b, s_b, θ) with the pooling indices `idx` held fixed (PAPER.md §3)."""
+    """Σ_b Φ(x_b, s_b, θ) with the pooling indices `idx` held fixed (docs/theory.md §3)."""
     conv, depth = model.conv, len(model.conv.channels)
     total = (s[0] * (s[1].flatten(1) @ theta["W0_1"].T + theta["b0"])).sum()
     for n in range(1, depth + 1):
@@ -245,7 +245,7 @@ def test_inconsistent_conv_model_is_refused():
             dtype="float64",
             device="cpu",
         )
-    assert "P setting only" in TorchBackend().unsupported(
+    assert "P setting only" in TorchBackend().supports(
         ModelSpec(setting="EB", inputs=100, sizes=(5, 3, 32), conv=conv),
         dtype="float64",
         device="cpu",
@@ -265,8 +265,8 @@ def test_inconsistent_conv_model_is_refused():
     ids=["1conv-sigm", "2conv-clamp", "3conv-pad-tanh-clamp"],
 )
 def test_written_out_bptt_step_equals_autograd(conv: ConvSpec, extra: dict) -> None:
-    """`bptt_step` writes the backward pass out (`_bptt_gradients`); `bptt_trace` runs autograd
-    through `_step`. One conv layer, sigm, the clamp: Σ_t of the trace is the step's gradient."""
+    """`bptt_step` differentiates the K steps with one parameter copy; `bptt_trace` with a copy per
+    step. One conv layer, sigm, the clamp: Σ_t of the trace is the step's gradient."""
     model = conv_model(conv, **extra)
     net = TorchBackend().build(model, dtype="float64", device="cpu")
     start = init_params(model, seed=2, dtype="float64")

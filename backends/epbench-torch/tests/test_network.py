@@ -1,6 +1,6 @@
 """The torch network against independent formulas: the EB step from autograd of the Hopfield energy,
 the P step written out, BPTT traces against a plain autograd run, EP traces against `ep_step`, and
-the GDU theorem (PAPER.md §1-§3)."""
+the GDU theorem (docs/theory.md §1-§3)."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def rho(name: str, v: torch.Tensor) -> torch.Tensor:
 
 
 def energy(model: ModelSpec, theta: dict, x: torch.Tensor, s: list) -> torch.Tensor:
-    """Σ_b E(s_b), the Hopfield energy of PAPER.md §3."""
+    """Σ_b E(s_b), the Hopfield energy of docs/theory.md §3."""
     r = [rho(model.activation, t) for t in s]
     e = sum(0.5 * (t**2).sum() for t in s)
     for n in range(model.depth):
@@ -60,7 +60,7 @@ def energy(model: ModelSpec, theta: dict, x: torch.Tensor, s: list) -> torch.Ten
 
 
 def reference_step(model, theta, x, s, y=None, beta=0.0, create_graph=False):
-    """One step of PAPER.md §3: EB s − ε ∂E/∂s (+ εβ (y − s⁰)); P σ(∂Φ/∂s) (+ β (y − s⁰))."""
+    """One step of docs/theory.md §3: EB s − ε ∂E/∂s (+ εβ (y − s⁰)); P σ(∂Φ/∂s) (+ β (y − s⁰))."""
     if model.setting == "EB":
         leaves = [t if t.requires_grad else t.detach().requires_grad_(True) for t in s]
         grads = torch.autograd.grad(energy(model, theta, x, leaves), leaves, create_graph=True)
@@ -259,7 +259,7 @@ def test_bptt_step_applies_truncated_gradient(model):
 
 def test_gdu_theorem_rates():
     """At the fixed point of an EB model (float64), ΔEP → −∇BPTT: error O(β) one-sided, O(β²)
-    symmetric (PAPER.md §2)."""
+    symmetric (docs/theory.md §2)."""
     net, numpy_params = build(EB, scale=2.0)
     params = net.load(numpy_params)
     x, y = batch(EB, 2)

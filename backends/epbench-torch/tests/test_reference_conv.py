@@ -23,14 +23,14 @@ def conv_model(conv: ConvSpec, outputs: int, **extra) -> ModelSpec:
 
 
 SMALL = conv_model(ConvSpec(input=(1, 14, 14), channels=(3, 4), kernel=3, pool=2), 5)
-PAPER = conv_model(ConvSpec(input=(1, 28, 28), channels=(32, 64), kernel=5, pool=2), 10)
+PAPER_CONV = conv_model(ConvSpec(input=(1, 28, 28), channels=(32, 64), kernel=5, pool=2), 10)
 
 
 def relative(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
-@pytest.mark.parametrize(("model", "batch"), [(SMALL, 4), (PAPER, 2)], ids=["small", "paper"])
+@pytest.mark.parametrize(("model", "batch"), [(SMALL, 4), (PAPER_CONV, 2)], ids=["small", "paper"])
 @pytest.mark.parametrize("algorithm", ["ep", "bptt"])
 def test_reference_steps_equal_the_backend_steps(model: ModelSpec, batch: int, algorithm: str):
     rng = np.random.default_rng(3)

@@ -1,9 +1,10 @@
-"""A pure-numpy backend for the prototypical (P) setting of PAPER.md §3, written to be read.
+"""A pure-numpy backend for the prototypical (P) setting of docs/theory.md §3, written to be read.
 
-This is the example third-party backend: it implements `epbench.core.protocols.Backend` and `Network`
-with nothing but numpy, small and slow, so a plugin author can see every piece in one page.
+This is the example third-party backend: it implements `epbench.core.protocols.Backend` and
+`Network` with nothing but numpy, small and slow, so a plugin author can see every piece in one
+page.
 
-Model (PAPER.md §3, "Prototypical setting"); rows are examples, layer 0 is the output layer:
+Model (docs/theory.md §3, "Prototypical setting"); rows are examples, layer 0 is the output layer:
 
     hⁿ = [n<N] sⁿ⁺¹ W{n}_{n+1}ᵀ + [n>0] sⁿ⁻¹ W{n−1}_{n} + [n ∈ input] x W{n}_xᵀ + b_n
     sⁿ_{t+1} = σ(hⁿ_t)            all layers synchronously from s_t; raw pixels x (no σ on x)
@@ -11,8 +12,8 @@ Model (PAPER.md §3, "Prototypical setting"); rows are examples, layer 0 is the 
 
     Φ = Σ_n sⁿᵀ W{n}_{n+1} sⁿ⁺¹ + Σ_{n ∈ input} sⁿᵀ W{n}_x x + Σ_n b_nᵀ sⁿ     (so hⁿ = ∂Φ/∂sⁿ)
 
-Native types: parameters are a dict of numpy arrays under the canonical names (`epbench.core.params`);
-states are a list of arrays `[s⁰, …, sᴺ]`, each (B, sizes[n]).
+Native types: parameters are a dict of numpy arrays under the canonical names
+(`epbench.core.params`); states are a list of arrays `[s⁰, …, sᴺ]`, each (B, sizes[n]).
 """
 
 from __future__ import annotations
@@ -25,14 +26,24 @@ import numpy as np
 from epbench.core.errors import BackendError
 from epbench.core.params import param_shapes
 from epbench.core.spec import ModelSpec
+from epbench.core.support import support_reason
+from epbench.core.validate import (
+    check_batch,
+    check_beta,
+    check_lrs,
+    check_params,
+    check_steps,
+    check_truncation,
+)
 
 Array = np.ndarray
 States = list[Array]
 Params = dict[str, Array]
+WHERE = "numpy-example"
 
 
 def activation(name: str) -> tuple[Callable[[Array], Array], Callable[[Array], Array]]:
-    """σ and σ' (both functions of the pre-activation h) for an activation name (PAPER.md §3)."""
+    """σ and σ' (both functions of the pre-activation h) of an activation (docs/theory.md §3)."""
     if name == "tanh":
         return np.tanh, lambda h: 1.0 - np.tanh(h) ** 2
     if name == "sigm":
@@ -60,14 +71,10 @@ class NumpyNetwork:
     # --- parameters and states ------------------------------------------------------------------
 
     def load(self, params: dict[str, Array]) -> Params:
-        """Canonical numpy parameters → our own copies in our dtype (shapes checked)."""
-        out = {}
-        for name, shape in self.shapes.items():
-            if name not in params or np.shape(params[name]) != shape:
-                found = np.shape(params[name]) if name in params else "missing"
-                raise BackendError(f"numpy-example: {name}: expected shape {shape}, found {found}")
-            out[name] = np.array(params[name], dtype=self.dtype)
-        return out
+        """Canonical numpy parameters → our own copies in our dtype (names and shapes checked by
+        `epbench.core.validate`, the wording every backend shares)."""
+        check_params(self.model, params, where=WHERE)
+        return {name: np.array(params[name], dtype=self.dtype) for name in self.shapes}
 
     def dump(self, params: Params) -> dict[str, Array]:
         return {name: value.copy() for name, value in params.items()}
@@ -77,6 +84,14 @@ class NumpyNetwork:
 
     def synchronize(self) -> None:
         """Numpy runs eagerly on the CPU: nothing is ever queued."""
+
+    def _check(self, x: Array, y: Array, *, beta: float | None = None, **steps: int) -> None:
+        """The arguments of a call, checked by `epbench.core.validate` (one wording for all)."""
+        check_batch(self.model, x, y, where=WHERE)
+        for name, value in steps.items():
+            check_steps(name, value, where=WHERE)
+        if beta is not None:
+            check_beta(beta, where=WHERE)
 
     # --- dynamics --------------------------------------------------------------------------------
 
@@ -88,7 +103,7 @@ class NumpyNetwork:
         ]
 
     def _pre(self, params: Params, s: States, c: States) -> States:
-        """Pre-activations hⁿ = ∂Φ/∂sⁿ from the states s_t (PAPER.md §3, P setting)."""
+        """Pre-activations hⁿ = ∂Φ/∂sⁿ from the states s_t (docs/theory.md §3, P setting)."""
         h = []
         for n in range(self.N + 1):
             hn = c[n]
@@ -128,6 +143,8 @@ class NumpyNetwork:
         self, params: Params, x: Array, *, steps: int, start: States | None = None
     ) -> tuple[States, float]:
         """`steps` free steps from `start` (zeros when None); returns (s_T, ‖s_T − s_{T−1}‖)."""
+        check_steps("steps", steps, where=WHERE)
+        check_batch(self.model, x, where=WHERE)
         (x,) = self._arrays(x)
         s = self._start(start, x.shape[0])
         residual = 0.0
@@ -151,7 +168,7 @@ class NumpyNetwork:
     # --- Equilibrium Propagation ---------------------------------------------------------------
 
     def _dphi(self, s: States, x: Array) -> Params:
-        """∂Φ/∂θ at the states s, averaged over the batch (PAPER.md §3, P setting EP update)."""
+        """∂Φ/∂θ at the states s, averaged over the batch (docs/theory.md §3.3, the EP update)."""
         B = x.shape[0]
         out = {}
         for n in range(self.N + 1):
@@ -165,7 +182,7 @@ class NumpyNetwork:
     def _ep_trace_one(
         self, params: Params, x: Array, y: Array, start: States, beta: float, steps: int
     ) -> dict[str, Array]:
-        """ΔEP_s(β, t) and ΔEP_θ(β, t) for t < steps (PAPER.md §2), one signed β."""
+        """ΔEP_s(β, t) and ΔEP_θ(β, t) for t < steps (docs/theory.md §2), one signed β."""
         trace = {name: np.zeros((steps, *shape), self.dtype) for name, shape in self.shapes.items()}
         trace |= {f"s{n}": np.zeros((steps, w), self.dtype) for n, w in enumerate(self.model.sizes)}
         s, phi = start, self._dphi(start, x)
@@ -192,6 +209,7 @@ class NumpyNetwork:
         symmetric: bool = False,
     ) -> dict[str, Array]:
         """EP traces of the nudged phase from `start` = s_*; symmetric = (Δ(+|β|) + Δ(−|β|)) / 2."""
+        self._check(x, y, steps=steps, beta=beta)
         x, y = self._arrays(x, y)
         start = self._start(start, x.shape[0])
         if not symmetric:
@@ -213,6 +231,8 @@ class NumpyNetwork:
         symmetric: bool = False,
     ) -> tuple[Params, Array, Array]:
         """Free phase, nudged phase(s), θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β."""
+        self._check(x, y, free_steps=free_steps, steps=steps, beta=beta)
+        lrs = check_lrs(self.model, lrs, where=WHERE)
         x, y = self._arrays(x, y)
         s_star, _ = self.free_phase(params, x, steps=free_steps)
         loss, errors = self._loss(s_star[0], y)
@@ -242,7 +262,7 @@ class NumpyNetwork:
     def _backward(
         self, params: Params, x: Array, y: Array, states: list[States], pres: list[States]
     ) -> Iterator[tuple[States, Params]]:
-        """Yield (∂L/∂s_{K−t}, ∂L/∂θ_{K−t}) for t = 0 … K−1 in one backward pass (PAPER.md §2).
+        """Yield (∂L/∂s_{K−t}, ∂L/∂θ_{K−t}) for t = 0 … K−1 in one backward pass (theory.md §2).
 
         L = (1/2B) Σ_b ‖s⁰_K − y‖². ∂L/∂θ_{K−t} is the gradient through the one transition
         s_{K−t−1} → s_{K−t} (a per-step copy of θ). With g = ∂L/∂s_{k+1}, δⁿ = gⁿ ⊙ σ'(hⁿ_k):
@@ -274,6 +294,7 @@ class NumpyNetwork:
         self, params: Params, x: Array, y: Array, *, start: States, steps: int
     ) -> dict[str, Array]:
         """∇BPTT_s(t) = Σ_b ∂L/∂s_{K−t} and ∇BPTT_θ(t) = ∂L/∂θ_{K−t} for t < K, from `start`."""
+        self._check(x, y, steps=steps)
         x, y = self._arrays(x, y)
         states, pres = self._tape(
             params, self._constant(params, x), self._start(start, x.shape[0]), steps
@@ -297,14 +318,14 @@ class NumpyNetwork:
         steps: int,
         lrs: dict[str, float],
     ) -> tuple[Params, Array, Array]:
-        """T − K free steps, K taped steps, θ ← θ − lr · Σ_t ∇BPTT_θ(t); loss/errors at s_T.
-
-        When T < K the whole run of T steps is taped (BPTT is truncated to at most T steps).
-        """
+        """T − K free steps, K taped steps, θ ← θ − lr · Σ_t ∇BPTT_θ(t); loss/errors at s_T."""
+        self._check(x, y, free_steps=free_steps, steps=steps)
+        check_truncation(steps=steps, free_steps=free_steps, where=WHERE)
+        lrs = check_lrs(self.model, lrs, where=WHERE)
         x, y = self._arrays(x, y)
-        start, _ = self.free_phase(params, x, steps=max(free_steps - steps, 0))
+        start, _ = self.free_phase(params, x, steps=free_steps - steps)
         c = self._constant(params, x)
-        states, pres = self._tape(params, c, start, min(steps, free_steps))
+        states, pres = self._tape(params, c, start, steps)
         loss, errors = self._loss(states[-1][0], y)
         total = {name: np.zeros(shape, self.dtype) for name, shape in self.shapes.items()}
         for _, grads in self._backward(params, x, y, states, pres):
@@ -330,25 +351,19 @@ class NumpyBackend:
         return platform.processor() or "CPU"
 
     def supports(self, model: ModelSpec, *, dtype: str, device: str) -> str | None:
-        """Why this backend cannot build the combination (epbench records a skip), or None."""
+        """Why this backend cannot build the combination (epbench records a skip), or None.
+
+        Called after the core's own checks (`epbench.core.support.support_reason`: dtype and
+        device names, and every set `ModelSpec` field in `model_fields`), so only what is
+        particular to this backend is left: the P setting, and the CPU."""
         if model.setting != "P":
             return f"numpy-example implements the P setting only, not {model.setting!r}"
         if device != "cpu":
             return f"numpy-example runs on 'cpu' only, not {device!r}"
-        if dtype not in ("float32", "float64"):
-            return f"numpy-example supports float32 and float64, not {dtype!r}"
-        if model.activation not in ("tanh", "sigm", "hardsigm"):
-            return f"numpy-example does not know the activation {model.activation!r}"
-        if model.clamp:
-            return "numpy-example does not clamp states (clamping belongs to EB training runs)"
-        if model.conv is not None:
-            return "numpy-example implements fully connected models only, not conv models"
-        if model.feedback_angle is not None:
-            return "numpy-example implements tied feedback only (no feedback_angle)"
         return None
 
     def build(self, model: ModelSpec, *, dtype: str, device: str) -> NumpyNetwork:
-        reason = self.supports(model, dtype=dtype, device=device)
+        reason = support_reason(self, model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
         return NumpyNetwork(model, dtype=dtype, device=device)
