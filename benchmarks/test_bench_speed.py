@@ -1,6 +1,7 @@
 """The `speed` task as a pytest-benchmark suite: one benchmark per model × backend × algorithm
 (`ep` one-sided, `ep_symmetric`, `bptt`), one training step per round at the cell's batch, T and
-K (epbench.measurements.speed.step_function), the device synchronised inside the round. `extra_info` holds
+K (epbench.measurements.speed.step_function), the device synchronised inside the round.
+`extra_info` holds
 the step's FLOPs (epbench.core.flops) and the samples/s of the median round, so that
 `--benchmark-json` output can be read beside `epbench run speed` records.
 """

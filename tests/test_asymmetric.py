@@ -1,4 +1,5 @@
-"""Asymmetric feedback (docs/theory.md §6.5, §7): independent feedback weights B{n+1}_{n} at an angle α to
+"""Asymmetric feedback (docs/theory.md §6.5, §7): independent feedback weights B{n+1}_{n} at an
+angle α to
 W{n}_{n+1}ᵀ. Core parts (initialisation, learning rates, task files, the per-epoch angle of the
 training hook), torch ↔ jax parity, and the GDU cosine against α on the `asymmetric` task."""
 

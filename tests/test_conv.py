@@ -1,4 +1,5 @@
-"""The convolutional P-setting model ("P-conv", docs/theory.md §3) at the core level: task-file schema and
+"""The convolutional P-setting model ("P-conv", docs/theory.md §3) at the core level: task-file
+schema and
 its one-line errors, canonical shapes and initialisation, torch ↔ jax parity, and GDU at the Fig. 4
 configuration on MNIST.
 """

@@ -1,5 +1,5 @@
-"""Tests of epbench.config.datasets on the real IDX files (found through EPBENCH_DATA) and a real local HTTP
-server for downloads. Tests that need the real files skip, saying how to provide them."""
+"""Tests of epbench.config.datasets on the real IDX files (found through EPBENCH_DATA) and a real
+local HTTP server for downloads. Tests that need the real files skip, saying how to provide them."""
 
 from __future__ import annotations
 

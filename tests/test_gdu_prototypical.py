@@ -1,5 +1,5 @@
-"""GDU in the P setting (docs/theory.md §3, where the theorem holds only approximately): mnist-fc P-1h at
-the paper's Fig. 3 configuration (tanh, β = 0.01, T = 150, K = 10, batch 20, the first MNIST
+"""GDU in the P setting (docs/theory.md §3, where the theorem holds only approximately): mnist-fc
+P-1h at the paper's Fig. 3 configuration (tanh, β = 0.01, T = 150, K = 10, batch 20, the first MNIST
 training batch), float32, on every installed backend, through the matrix as `epbench run` does."""
 
 from __future__ import annotations

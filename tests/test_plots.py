@@ -1,4 +1,5 @@
-"""Figures and the report page (epbench.views.plots, epbench.views.report, epbench.cli.figures), drawn from real
+"""Figures and the report page (epbench.views.plots, epbench.views.report, epbench.cli.figures),
+drawn from real
 runs: `epbench run toy … --save-traces` plus a tiny task with a β sweep and a depth sweep, and (with
 MNIST) a short two-seed training run. Without matplotlib the plot tests skip; the test of the
 install hint blocks matplotlib in a subprocess and runs whether matplotlib is installed or not."""

@@ -447,7 +447,8 @@ def one_hot(labels: np.ndarray, *, classes: int = CLASSES, dtype: str = "float64
 def toy_batch(
     *, inputs: int, outputs: int, batch: int, seed: int, dtype: str = "float64"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A random batch for the toy model (docs/theory.md §3, "Models"): inputs U[0,1), one-hot targets.
+    """A random batch for the toy model (docs/theory.md §3, "Models"): inputs U[0,1), one-hot
+    targets.
 
     In: widths, batch size and seed. Out: `(x, y)`, x of shape (batch, inputs), y one-hot of shape
     (batch, outputs), both in `dtype`. Drawn from `np.random.default_rng(seed)`: x first (in

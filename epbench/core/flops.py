@@ -12,7 +12,8 @@ same for every backend. Ops are plain tuples, so that a backend can time the ver
                                              B maps O×H'×W' → C×H×W), the same FLOPs
     ("conv_w", B, C, H, W, O, k, p)          its adjoint w.r.t. the kernel (the kernel gradient)
 
-Counts, with `step` the GEMMs/convolutions of one step of the dynamics (docs/theory.md §3) and `proj`
+Counts, with `step` the GEMMs/convolutions of one step of the dynamics (docs/theory.md §3) and
+`proj`
 the static input projection, counted ONCE PER PHASE (the static input costs nothing per step):
 
     free phase (T steps)     T · step + proj

@@ -14,7 +14,8 @@ Traces = dict[str, np.ndarray]
 
 
 def is_state(name: str) -> bool:
-    """State traces (`s{n}`) are compared per step; parameter traces cumulatively (docs/theory.md §4)."""
+    """State traces (`s{n}`) are compared per step; parameter traces cumulatively (docs/theory.md
+    §4)."""
     return name.startswith("s")
 
 

@@ -12,8 +12,8 @@ Initialisation follows the reference code (PyTorch `Linear` defaults): every wei
 U(−1/√fan_in, +1/√fan_in), where fan_in is the width of the weight's input side; each layer owns the
 bias of its input-side weight (`W{n}_{n+1}`, or `W{N}_x` for the last layer).
 
-Convolutional models (`model.conv`, docs/theory.md §3 "P-conv"), N conv layers, k×k kernels, C_n channels
-in layer n (C_{N+1} = the image's channels):
+Convolutional models (`model.conv`, docs/theory.md §3 "P-conv"), N conv layers, k×k kernels, C_n
+channels in layer n (C_{N+1} = the image's channels):
 
     W0_1         fully connected weight, shape (sizes[0], C₁·H₁·W₁); layer 1 is flattened in
                  (C, H, W) order.

@@ -1,4 +1,5 @@
-"""The process's own memory, read from Linux's /proc ("peak memory" of docs/theory.md §6.2, on the CPU).
+"""The process's own memory, read from Linux's /proc ("peak memory" of docs/theory.md §6.2, on the
+CPU).
 
 Used by the `train`, `speed`, `memory` and `rtrl` measurements: `reset_peak_memory` before the
 measured work, `peak_memory_bytes` after it; `rss_bytes` for the current resident set and `trim`

@@ -7,7 +7,8 @@ metrics out. All settings are keyword-only.
 
 Shapes: `x` is `(B, inputs)`, `y` is `(B, outputs)` one-hot, both numpy arrays of the network's
 dtype (or the backend's own arrays). Traces are `dict[str, np.ndarray]` keyed by canonical names
-(`epbench.core.params`): parameters with shape `(K, *param_shape)`, states with shape `(K, sizes[n])`,
+(`epbench.core.params`): parameters with shape `(K, *param_shape)`, states with shape `(K,
+sizes[n])`,
 averaged over the batch (docs/theory.md §4). Index `t` of a trace is step `t` of docs/theory.md §2:
 
     EP    ΔEP_s(β, t) = (s^β_{t+1} − s^β_t) / β_eff

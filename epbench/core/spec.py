@@ -2,8 +2,8 @@
 
 A task file (TOML, see `tasks.py`) resolves into one `TaskSpec` per cell. Backends only ever see a
 `ModelSpec` (what network to build) and plain keyword settings (`steps=`, `beta=`) per call.
-Conventions follow docs/theory.md §1–§3: layer 0 is the output layer, layer N the hidden layer next to the
-input; `sizes` lists layer widths from the output towards the input.
+Conventions follow docs/theory.md §1–§3: layer 0 is the output layer, layer N the hidden layer next
+to the input; `sizes` lists layer widths from the output towards the input.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ FEEDBACK = ("ep", "frozen")  # TrainSpec.feedback: how independent feedback weig
 
 @dataclass(frozen=True, kw_only=True)
 class ConvSpec:
-    """The convolutional part of a P-setting model ("P-conv", docs/theory.md §3), listed from the input.
+    """The convolutional part of a P-setting model ("P-conv", docs/theory.md §3), listed from the
+    input.
 
     input     (C, H, W) of the image; the model's `inputs` is C·H·W and x arrives flattened in
               (C, H, W) order, shape (B, C·H·W), like every other model's input.
@@ -83,7 +84,8 @@ class ModelSpec:
                 output, s¹ … sᴺ the pooled conv layers from the output side (sᴺ next to the
                 input), and `sizes` their flattened widths, `conv.sizes(outputs)`; `depth` = N.
     feedback_angle
-                None: tied feedback, layer n+1 receives `W{n}_{n+1}ᵀ` (docs/theory.md §3). A number α in
+                None: tied feedback, layer n+1 receives `W{n}_{n+1}ᵀ` (docs/theory.md §3). A number
+                α in
                 degrees: asymmetric ("vector-field") dynamics, docs/theory.md §6.5 and §7: layer n+1
                 receives independent feedback weights `B{n+1}_{n}`, initialised at the angle α
                 to `W{n}_{n+1}ᵀ` (`epbench.core.params.init_params`). Fully connected models only.
@@ -120,7 +122,8 @@ class DynamicsSpec:
 
     estimator   "positive" (+β), "negative" (−β), "symmetric" (±β, half the difference, O(β²) bias)
                 or "random-sign" (the sign of β drawn per batch from the seed).
-    betas       the |β| grid of the `beta-sweep` measurement (epbench.measurements.beta_sweep); empty: its default
+    betas       the |β| grid of the `beta-sweep` measurement (epbench.measurements.beta_sweep);
+    empty: its default
                 log grid `sweep.DEFAULT_BETAS`. Other measurements use `beta` only.
     nudge       "output" (docs/theory.md §1: β (y − s⁰) on every output unit) or, for `gdu` cells of
                 models whose output saturates (hardsigm or clamp), "unsaturated": the EP phase
@@ -156,8 +159,8 @@ class DataSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class TrainSpec:
-    """Plain SGD settings (docs/theory.md §5). `lrs` are listed from the output layer towards the input:
-    `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`, and the
+    """Plain SGD settings (docs/theory.md §5). `lrs` are listed from the output layer towards the
+    input: `lrs[n]` applies to every parameter of layer n (`W{n}_{n+1}`, `W{n}_x`, `b{n}`, and the
     feedback weights `B{n}_{n-1}` of an asymmetric model).
 
     feedback   asymmetric models only: "ep" (the feedback weights learn, by their own EP update in

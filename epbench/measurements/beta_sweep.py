@@ -1,7 +1,7 @@
 """The `beta-sweep` measurement: how the EP estimators' error against BPTT shrinks with β.
 
-docs/theory.md §2: at a free fixed point of a model whose dynamics are a gradient (`F = ∂Φ/∂s`, the EB
-setting), ΔEP(β, t) → −∇BPTT(t) as β → 0, with an error `O(β)` for the one-sided estimators
+docs/theory.md §2: at a free fixed point of a model whose dynamics are a gradient (`F = ∂Φ/∂s`, the
+EB setting), ΔEP(β, t) → −∇BPTT(t) as β → 0, with an error `O(β)` for the one-sided estimators
 (+β, −β) and `O(β²)` for the symmetric one (±β, half the difference). One cell runs the free phase
 once (`T − K` steps, then `K` more whose last change is the residual), the BPTT trace once
 (through the last `K` steps), and one EP trace per estimator and |β| of the grid

@@ -54,9 +54,7 @@ def input_key(
     return None
 
 
-def load_inputs(
-    kind: str, spec: TaskSpec, *, seed: int, dtype: str, data_dir: Path | None
-) -> Any:
+def load_inputs(kind: str, spec: TaskSpec, *, seed: int, dtype: str, data_dir: Path | None) -> Any:
     """The inputs of `kind` for `spec` (module doc); None for kind "none"."""
     if kind == "training":
         return load_training_data(spec, dtype=dtype, data_dir=data_dir)

@@ -1,9 +1,9 @@
-"""The `memory` measurement: peak memory of one training step against K (docs/theory.md §6.2: BPTT keeps the
-graph of the last K steps, memory O(K); EP keeps none, O(1) in K).
+"""The `memory` measurement: peak memory of one training step against K (docs/theory.md §6.2: BPTT
+keeps the graph of the last K steps, memory O(K); EP keeps none, O(1) in K).
 
 For K in SWEEP_K and each algorithm of SWEEP_ALGORITHMS (`ep` one-sided, `bptt`), one case runs in
-its own Python process (`python -m epbench.measurements.memory`, the case as JSON on stdin; WORKERS of
-them side by side), so that no case inherits another's allocations or compilations: build, load,
+its own Python process (`python -m epbench.measurements.memory`, the case as JSON on stdin; WORKERS
+of them side by side), so that no case inherits another's allocations or compilations: build, load,
 one training step (warm-up and compilation), then the measured step. T is max(T, K) so that
 every K fits in the free phase.
 
@@ -194,7 +194,8 @@ class CaseFailed(RuntimeError):
 
 
 def main() -> None:
-    """`python -m epbench.measurements.memory`: one case as JSON on stdin → its numbers, one JSON line."""
+    """`python -m epbench.measurements.memory`: one case as JSON on stdin → its numbers, one JSON
+    line."""
     case = json.loads(sys.stdin.read())
     print(json.dumps(measure_case(case)))
 

@@ -10,8 +10,8 @@ A backend may offer the measurement through OPTIONAL methods (duck-typed: `getat
 `epbench.core.protocols`); the built-in torch and jax backends do, in their `throughput.py`:
 
     op_seconds(op, *, dtype, device, min_seconds) -> float | None
-        seconds of one `op` (an epbench.core.flops op tuple) with the backend's framework on `device`,
-        the best of a few repetitions of enough calls to last `min_seconds`; None when the
+        seconds of one `op` (an epbench.core.flops op tuple) with the backend's framework on
+        `device`, the best of a few repetitions of enough calls to last `min_seconds`; None when the
         backend cannot run that op.
     memory_stats(device, *, reset=False) -> dict | None
         the framework allocator's {"current_bytes", "peak_bytes", "resettable"} on `device`
@@ -142,7 +142,8 @@ def measure_ops(
 
 def fastest(*measurements: dict[tuple, dict[str, Any]]) -> dict[tuple, dict[str, Any]]:
     """Per op, the entry of `measure_ops` results with the least "seconds" (untimed entries
-    last). `epbench.measurements.speed` times the ops before and after a cell's steps and keeps the faster,
+    last). `epbench.measurements.speed` times the ops before and after a cell's steps and keeps the
+    faster,
     so that a slow spell of a shared machine during one of the two does not lower the limit."""
     out: dict[tuple, dict[str, Any]] = {}
     for measured in measurements:
@@ -168,8 +169,8 @@ def flop_bound_seconds(ops: Counter, measured: dict[tuple, dict[str, Any]]) -> f
 
 
 def main() -> None:
-    """`python -m epbench.measurements.peak`: read {"ops", "dtype", "min"} as JSON on stdin, print the list of
-    `numpy_op_seconds` as one JSON line (see `numpy_seconds`)."""
+    """`python -m epbench.measurements.peak`: read {"ops", "dtype", "min"} as JSON on stdin, print
+    the list of `numpy_op_seconds` as one JSON line (see `numpy_seconds`)."""
     request = json.loads(sys.stdin.read())
     seconds = [
         numpy_op_seconds(tuple(op), dtype=request["dtype"], min_seconds=request["min"])

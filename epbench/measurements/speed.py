@@ -29,7 +29,8 @@ steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phas
                         the memory of one step against K (a process per case) see
                         epbench.measurements.memory.
     flops               one training step's FLOPs (epbench.core.flops)
-    flop_bound_seconds  Σ count · seconds(op) of the same ops timed alone (epbench.measurements.peak), before
+    flop_bound_seconds  Σ count · seconds(op) of the same ops timed alone
+    (epbench.measurements.peak), before
                         and after the cell's steps, the faster of the two for each op
     flop_fraction       flop_bound_seconds / step_seconds: the share of the FLOP-bound limit the
                         step reaches on this machine (above 1 where the step runs its products
@@ -39,7 +40,8 @@ steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phas
     achieved_flops_per_s  flops / step_seconds
 
 The record also holds `metrics["throughput"]` (each op's measured time and source) and, where the
-backend re-creates the paper's reference implementation for the model (epbench.measurements.reference),
+backend re-creates the paper's reference implementation for the model
+(epbench.measurements.reference),
 `metrics["reference"]`: EP and BPTT steps of both, interleaved, with the speed-up of each. The
 throughput targets (`speed_report.TARGETS`, and `REFERENCE_TARGETS` for the speed-ups) are shown
 beside the numbers by `epbench run speed`.
@@ -248,8 +250,17 @@ def paired_phases(
 
 
 def _time_cell(
-    backend: Backend, spec: TaskSpec, params_np: dict, x: np.ndarray, y: np.ndarray, *,
-    counts: dict[str, Counter], dtype: str, device: str, repeats: int, pairs: int,
+    backend: Backend,
+    spec: TaskSpec,
+    params_np: dict,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    counts: dict[str, Counter],
+    dtype: str,
+    device: str,
+    repeats: int,
+    pairs: int,
 ) -> dict[str, Any]:
     """The timed part of a speed cell: the ops alone before, the free phase and ALGORITHMS in
     interleaved rounds, the reference re-creation where there is one, the ops alone after."""
@@ -266,13 +277,24 @@ def _time_cell(
     against = None
     if reference is not None:
         against = time_against_reference(
-            backend, reference, spec, params_np, x, y,
-            step_function=step_function, dtype=dtype, device=device, pairs=pairs,
+            backend,
+            reference,
+            spec,
+            params_np,
+            x,
+            y,
+            step_function=step_function,
+            dtype=dtype,
+            device=device,
+            pairs=pairs,
         )
     after = measure_ops(backend, every, dtype=dtype, device=device)
     return {
-        "per_call": per_call, "calls": calls, "info": {k: t.info for k, t in timed.items()},
-        "against": against, "measured": fastest(before, after),
+        "per_call": per_call,
+        "calls": calls,
+        "info": {k: t.info for k, t in timed.items()},
+        "against": against,
+        "measured": fastest(before, after),
     }
 
 
@@ -289,8 +311,16 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
     started = time.perf_counter()
     counts = {a: training_ops(spec.model, batch=B, T=T, K=K, algorithm=a) for a in ALGORITHMS}
     got = _time_cell(
-        backend, spec, params_np, x, y, counts=counts, dtype=dtype, device=cell.device,
-        repeats=repeats, pairs=max(PAIRS, cell.repeat),
+        backend,
+        spec,
+        params_np,
+        x,
+        y,
+        counts=counts,
+        dtype=dtype,
+        device=cell.device,
+        repeats=repeats,
+        pairs=max(PAIRS, cell.repeat),
     )
     per_call, measured = got["per_call"], got["measured"]
     free = {"free_seconds": statistics.median(per_call["free"]), **got["info"]["free"]}

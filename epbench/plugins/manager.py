@@ -36,7 +36,8 @@ def make_plugin_manager(
     select: Iterable[str] | None = None,
     block: Iterable[str] = (),
 ) -> pluggy.PluginManager:
-    """A fresh plugin manager with the built-in plugins (`BUILTIN_PLUGINS`), the given in-process `plugins`, and (unless
+    """A fresh plugin manager with the built-in plugins (`BUILTIN_PLUGINS`), the given in-process
+    `plugins`, and (unless
     `load_entry_points` is False) every installed `epbench` entry point that is selected and not
     blocked. Arguments win over the environment knobs."""
     pm = pluggy.PluginManager(GROUP)

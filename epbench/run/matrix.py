@@ -201,9 +201,7 @@ def _check_data(matrix: list[Cell], measurements: dict[str, Any], *, keep: bool)
     checked = set()
     for cell in matrix:
         kind = measurements[cell.measurement].inputs
-        key = input_key(
-            kind, cell.spec, seed=cell.seed, dtype=cell.dtype, data_dir=cell.data_dir
-        )
+        key = input_key(kind, cell.spec, seed=cell.seed, dtype=cell.dtype, data_dir=cell.data_dir)
         if key is not None and key not in checked:
             checked.add(key)
             (cell_inputs if keep else load_cell_inputs)(kind, cell)
