@@ -199,7 +199,7 @@ def test_beta_and_depth_curves_from_the_sweep(results: Path) -> None:
         )
     ]
     assert len(slopes) == 6  # W0_1, W1_x, b0, b1, s0, s1 of the 1-hidden-layer cells
-    # one-sided nudging: EP's bias is O(β) (PAPER.md §2), at a settled fixed point
+    # one-sided nudging: EP's bias is O(β) (docs/theory.md §2), at a settled fixed point
     assert all(0.8 < s < 1.2 for s in slopes), slopes
     assert "sweep[case=a]" in plot.caption and "seeds: 0" in plot.caption
     assert "toy" not in plot.caption  # the caption names only the runs drawn

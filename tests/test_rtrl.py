@@ -1,4 +1,4 @@
-"""The `rtrl` measurement (epbench.measurements.rtrl, PAPER.md §6.3): RTRL's forward-in-time
+"""The `rtrl` measurement (epbench.measurements.rtrl, docs/theory.md §6.3): RTRL's forward-in-time
 gradient against
 BPTT's on the `rtrl` task, with time and memory of RTRL, BPTT and EP; and its skips."""
 

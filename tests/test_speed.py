@@ -84,7 +84,7 @@ def test_flops_of_a_small_fully_connected_model_by_hand() -> None:
 
 
 def test_flops_of_p_conv_follow_the_paper_geometry() -> None:
-    """P-conv (PAPER.md §3): per step the fc layer both ways and the 32 → 64 convolution on
+    """P-conv (docs/theory.md §3): per step the fc layer both ways and the 32 → 64 convolution on
     12×12 (8×8 output) up and transposed down; the input convolution (24×24 output) per phase."""
     conv = ConvSpec(input=(1, 28, 28), channels=(32, 64), kernel=5, padding=0, pool=2)
     model = ModelSpec(

@@ -1,6 +1,6 @@
 """The beta-sweep measurement (epbench.measurements.beta_sweep): on the toy model in float64 at its
 fixed point the
-EP error against BPTT falls like β one-sided and like β² symmetric (PAPER.md §2), on every
+EP error against BPTT falls like β one-sided and like β² symmetric (docs/theory.md §2), on every
 installed backend; the slope fit, the error definition and the grid's validation."""
 
 from __future__ import annotations
