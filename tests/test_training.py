@@ -287,7 +287,7 @@ def test_table1_holds_the_paper_settings() -> None:
     path = Registry().get_task_paths()["table1"]
     cells = {c.variant[0][1]: c for c in resolve(path)}
     assert list(cells) == ["EB-1h", "EB-2h", "P-1h", "P-2h", "P-3h", "P-conv"]
-    expected = {  # PAPER.md §5, Table 1: T, K, β, ε, epochs, learning rates (output first)
+    expected = {  # docs/theory.md §5, Table 1: T, K, β, ε, epochs, learning rates (output first)
         "EB-1h": (100, 12, 0.5, 0.2, 30, (0.05, 0.1)),
         "EB-2h": (400, 40, 0.5, 0.2, 50, (0.01, 0.1, 0.4)),
         "P-1h": (40, 15, 0.1, 1.0, 30, (0.04, 0.08)),
@@ -308,7 +308,7 @@ def test_table1_holds_the_paper_settings() -> None:
             ("train",),
         )
         assert (c.data.source, c.data.subset) == ("mnist", 0)
-    conv = cells["P-conv"].model.conv  # PAPER.md §3: 5×5 convs of 32 and 64 channels, 2×2 pools
+    conv = cells["P-conv"].model.conv  # theory §3.4: 5×5 convs, 32 and 64 channels, 2×2 pools
     assert (conv.input, conv.channels, conv.kernel, conv.padding, conv.pool) == (
         (1, 28, 28),
         (32, 64),
