@@ -145,6 +145,9 @@ def test_set_override_and_task_file_path(torch_installed: None, tmp_path: Path) 
         (["run", "toy", "--repeat", "-1"], ["--repeat: expected an integer ≥ 0, found -1"]),
         (["run", "toy", "--nosuch"], ["--nosuch", "epbench run --help"]),
         (["parity", "toy", "--backend", "torch"], ["two or more backends", "['torch']"]),
+        (["run", "toy", "--device", "tpu"], ["--device: expected one of cpu, cuda, found 'tpu'"]),
+        (["table", ".", "--against", "papr"], ["--against: expected one of paper, found 'papr'"]),
+        (["compare", ".", ".", "--threshold", "nan"], ["--threshold", "finite number > 0"]),
     ],
 )
 def test_bad_names_give_one_line_errors(torch_installed: None, args, fragments) -> None:
@@ -272,3 +275,53 @@ def test_parity_and_profile_write_records(torch_installed: None, tmp_path: Path)
     (record,) = read_records([out])
     assert record["measurement"] == "profile" and set(record["metrics"]["profile"]) == {"bptt"}
     assert list(out.rglob("profiles/*.prof"))
+
+
+TINY_TOY = ("--set", "dynamics.T=20", "--set", "dynamics.K=5", "--quiet")
+
+
+def test_usage_errors_write_nothing(torch_installed: None, tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    for bad, fragment in (
+        (["--device", "tpu"], "--device"),
+        (["--jobs", "0"], "--jobs"),
+        (["--backend", "torch,nosuch"], "unknown backend 'nosuch'"),
+    ):
+        one_line_error(epbench("run", "toy", *TINY_TOY, "--out", str(out), *bad), fragment)
+    assert not out.exists()
+
+
+def test_readers_agree_on_empty_inputs_loops_torn_lines_and_unknown_metrics(
+    torch_installed: None, tmp_path: Path
+) -> None:
+    out = tmp_path / "results"
+    proc = epbench("run", "toy", "--backend", "torch,torch", *TINY_TOY, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_records([out])) == 1, "--backend torch,torch runs the cell once"
+    (records,) = out.rglob("*.jsonl")
+    (out / "loop").symlink_to(out, target_is_directory=True)  # a folder holding itself
+    table = epbench("table", str(out))
+    assert table.returncode == 0 and table.stderr == "", table.stderr
+    assert sum(line.startswith("| toy ") for line in table.stdout.splitlines()) == 1
+    (out / "empty.jsonl").write_text("")
+    (tmp_path / "none").mkdir()
+    figures = ["--out", str(tmp_path / "figures")]
+    for command, extra in (("table", []), ("plot", figures), ("report", figures)):
+        for empty in (out / "empty.jsonl", tmp_path / "none"):
+            proc = epbench(command, str(empty), *extra)
+            one_line_error(proc, str(empty), "expected epbench records")
+    assert not (tmp_path / "figures").exists()
+    one_line_error(
+        epbench("table", str(out), "--pivot", "backend", "--metric", "cosin"),
+        "--metric: expected one of residual,",
+        "cosine",
+        "'cosin'",
+    )
+    pivot = epbench("table", str(out), "--pivot", "backend", "--metric", "metrics.gdu.b0.rmse")
+    assert pivot.returncode == 0 and "backend=torch" in pivot.stdout, pivot.stderr
+    with records.open("a") as handle:
+        handle.write('{"schema": 1, "measur')  # a torn last line
+    torn = epbench("table", str(out))
+    assert torn.returncode == 0 and "| toy " in torn.stdout
+    (line,) = torn.stderr.strip().splitlines()
+    assert "torn last line" in line and "Warning" not in line, torn.stderr

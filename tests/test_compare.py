@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from epbench.cli import main
+from epbench.core.errors import EpbenchError
 from epbench.views.compare import compare_speed, regressions
 
 CASES = {("speed[model=P-1h]", "jax"): 0.004, ("speed[model=P-2h]", "torch"): 0.1}
@@ -109,3 +110,47 @@ def test_nothing_to_compare_is_an_input_error(tmp_path: Path, capsys) -> None:
     assert gate(tmp_path, [{"schema": 1, "measurement": "gdu", "status": "ok"}], record(CASES)) == 2
     assert "expected ok speed records" in capsys.readouterr().err
     assert gate(tmp_path, record(CASES), record(CASES), "--threshold", "-1") == 2
+
+
+@pytest.mark.parametrize("threshold", ["nan", "inf", "-inf", "0", "0.0", "-0.1", "-1", "x"])
+def test_a_threshold_that_would_switch_the_gate_off_is_refused(
+    tmp_path: Path, capsys, threshold: str
+) -> None:
+    slower = {key: seconds * 10 for key, seconds in CASES.items()}
+    assert gate(tmp_path, record(CASES), record(slower), "--threshold", threshold) == 2
+    out = capsys.readouterr()
+    (line,) = out.err.strip().splitlines()
+    assert line.startswith("epbench: error: ") and "--threshold" in line and threshold in line
+    assert "expected a finite number > 0" in line and out.out == ""
+    with pytest.raises(EpbenchError, match="finite number > 0"):
+        compare_speed(record(CASES), record(CASES), threshold=float(threshold.strip("x") or 0))
+
+
+@pytest.mark.parametrize(
+    ("old_seconds", "verdict"),
+    [(0.0, "OLD time zero"), (None, "OLD time missing"), (-1.0, "OLD time invalid")],
+)
+def test_a_zero_or_missing_baseline_is_reported_as_such_and_fails_the_gate(
+    tmp_path: Path, capsys, old_seconds: float | None, verdict: str
+) -> None:
+    old = record(CASES)
+    for r in old:
+        for m in r["metrics"]["speed"].values():
+            if old_seconds is None:
+                del m["step_seconds"]
+            else:
+                m["step_seconds"] = old_seconds
+    assert gate(tmp_path, old, record(CASES)) == 1
+    out = capsys.readouterr()
+    assert out.out.count(verdict) == 6 and " same" not in out.out
+    assert "6 of 6 cases regressed" in out.err
+    rows = compare_speed(record(CASES), old)  # the NEW side without a time
+    assert all(r["verdicts"] == [verdict.replace("OLD", "NEW")] for r in rows)
+    assert all(r["time_ratio"] is None for r in rows) and len(regressions(rows)) == 6
+
+
+def test_a_zero_memory_is_reported_only_when_gated_on_memory() -> None:
+    old = record(CASES, memory=0)
+    assert [r["verdicts"] for r in compare_speed(old, record(CASES))] == [["same"]] * 6
+    rows = compare_speed(old, record(CASES), memory=True)
+    assert all(r["verdicts"] == ["OLD memory zero"] for r in rows) and len(regressions(rows)) == 6

@@ -1,5 +1,5 @@
-"""`epbench table --pivot KEY --metric M` (epbench.views.pivot), the `--sweep` axes it pivots on, and the
-`select` / wildcard selection of task cells."""
+"""`epbench table --pivot KEY --metric M` (epbench.views.pivot), the `--sweep` axes it pivots on,
+and the `select` / wildcard selection of task cells."""
 
 from __future__ import annotations
 

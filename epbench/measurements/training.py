@@ -2,8 +2,8 @@
 
 For one cell, backend, dtype and seed, each algorithm (`ep`, `bptt`) starts from the canonical
 initial parameters `init_params(model, seed=seed)` and runs plain SGD (no momentum) with the
-per-layer learning rates `train.lrs` (output layer first, `epbench.core.params.learning_rates`) through
-the backend's own steps:
+per-layer learning rates `train.lrs` (output layer first, `epbench.core.params.learning_rates`)
+through the backend's own steps:
 
     ep     Network.ep_step:   θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff   (docs/theory.md §2)
     bptt   Network.bptt_step: θ ← θ − lr · ∂L/∂θ, BPTT truncated to the last K of T steps
@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,8 +55,9 @@ from tqdm import tqdm
 from epbench.config import datasets
 from epbench.config.tasks import config_hash
 from epbench.core.checkpoint import load_checkpoint, save_checkpoint
-from epbench.core.errors import ResultsError, TaskError
+from epbench.core.errors import DataError, ResultsError, TaskError
 from epbench.core.estimators import NUDGE_STREAM
+from epbench.core.liveness import exit_if_orphaned
 from epbench.core.params import feedback_angles_deg, feedback_names, learning_rates
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
 from epbench.core.protocols import Backend, Network
@@ -83,7 +85,8 @@ class TrainingData:
 
 def load_training_data(spec: TaskSpec, *, dtype: str, data_dir: Path | None) -> TrainingData:
     """The training split of `data.source` (its first `data.subset` images when > 0) and the whole
-    test split, in `dtype`, from `data_dir` / `EPBENCH_DATA` / the cache (epbench.config.datasets)."""
+    test split, in `dtype`, from `data_dir` / `EPBENCH_DATA` / the cache
+    (epbench.config.datasets)."""
     source = spec.data.source
     if source not in datasets.DATASETS:
         raise TaskError(spec.cell, "data.source", f"one of {', '.join(datasets.DATASETS)}", source)
@@ -112,7 +115,8 @@ def epoch_order(n: int, *, batch: int, seed: int, epoch: int) -> list[np.ndarray
 
 
 def epoch_betas(beta: float, *, estimator: str, seed: int, epoch: int, steps: int) -> list[float]:
-    """β of each training step of an epoch. `beta` is the signed β of `epbench.core.estimators.signed_beta`; random-sign draws
+    """β of each training step of an epoch. `beta` is the signed β of
+    `epbench.core.estimators.signed_beta`; random-sign draws
     the sign per batch, from `default_rng([seed, NUDGE_STREAM, epoch])` (docs/theory.md §7)."""
     if estimator != "random-sign":
         return [float(beta)] * steps
@@ -145,9 +149,45 @@ class _Run:
     compile_seconds: float | None = None
 
 
+def _discarded(checkpoint: Path, reason: str) -> None:
+    """Say on stderr, in one line, that `checkpoint` is not resumed and why."""
+    reason = " ".join(reason.removeprefix(f"{checkpoint}: ").split())
+    for advice in (" (delete it or run without --resume)", "; delete it or run without --resume"):
+        reason = reason.replace(advice, "")  # the advice of `load_checkpoint`: not needed here
+    print(
+        f"epbench: checkpoint {checkpoint} discarded: {reason}; training from scratch",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _shape_mismatch(saved: dict[str, np.ndarray], initial: dict[str, np.ndarray]) -> str | None:
+    """How the parameters of a checkpoint differ in names or shapes from the configuration's
+    (`initial`), or None when they agree."""
+    if set(saved) != set(initial):
+        return f"expected the parameters {sorted(initial)}, found {sorted(saved)}"
+    for name, value in initial.items():
+        if np.shape(saved[name]) != np.shape(value):
+            found = np.shape(saved[name])
+            return f"expected {name} of shape {np.shape(value)}, found {found}"
+    return None
+
+
 def _resumed(checkpoint: Path, run: _Run, *, expected: dict[str, Any], epochs: int) -> _Run:
-    """`run` continued from `checkpoint` (the same run's, or a ResultsError saying why not)."""
-    saved = load_checkpoint(checkpoint)
+    """`run` continued from `checkpoint` (the same run's, or a ResultsError saying why not).
+
+    A checkpoint that cannot be read (empty, truncated, not a checkpoint: the ResultsError or
+    DataError of `load_checkpoint`) or whose parameters do not match the configuration's names
+    and shapes (those of `run.params`) is discarded with one line on stderr, and `run` is
+    returned as it is: the cell trains from scratch (and overwrites the file after epoch 1)."""
+    try:
+        saved = load_checkpoint(checkpoint)
+    except (ResultsError, DataError) as err:
+        _discarded(checkpoint, str(err))
+        return run
+    except (EOFError, zipfile.BadZipFile) as err:  # what numpy raises for empty or torn files
+        _discarded(checkpoint, f"expected an epbench checkpoint, found an unreadable file ({err})")
+        return run
     if saved is None:
         return run
     found = {k: saved.meta.get(k) for k in expected}
@@ -161,6 +201,10 @@ def _resumed(checkpoint: Path, run: _Run, *, expected: dict[str, Any], epochs: i
             f"{checkpoint}: expected at most train.epochs = {epochs} epochs, found a "
             f"checkpoint after {saved.meta['epoch']}; delete it or run without --resume"
         )
+    mismatch = _shape_mismatch(saved.params, run.params)
+    if mismatch is not None:
+        _discarded(checkpoint, mismatch)
+        return run
     return _Run(
         params=saved.params,
         curves={name: list(saved.curves.get(name, [])) for name in run.curves},
@@ -302,6 +346,7 @@ def train_algorithm(
     resumed_from = run.done
 
     def save(params: dict[str, np.ndarray]) -> None:
+        exit_if_orphaned()  # a worker whose coordinator is gone writes nothing more
         _save(checkpoint, run, params, spec=spec, identity=expected)
 
     reset_peak_memory()

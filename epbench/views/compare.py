@@ -10,9 +10,13 @@ counts (files in name order, lines in order: the latest run). For every case of 
                    1 / (1 + threshold), else "same"; with `memory=True` also "more memory" when
                    the memory ratio exceeds 1 + threshold; "missing" when NEW has no ok record
                    of the case; "config differs" (a note, not a regression) when the two records
-                   were measured with different resolved configurations.
+                   were measured with different resolved configurations; "OLD time zero" /
+                   "OLD time missing" / "OLD time invalid" (and NEW's; with `memory=True` the
+                   same of the peak memory) when a side has no positive number to compare: no
+                   ratio, never "same".
 
-A regression is a slower case, a case with more memory (when gated on memory) or a missing one;
+A regression is a slower case, a case with more memory (when gated on memory), a missing one, or
+one that could not be compared (a zero or missing time, or memory when gated on it);
 `compare` exits with 1 when there is one, so CI can adopt it as a gate.
 
 What comes in: records (`Record`s or dicts). What goes out: rows (dicts) and their table.
@@ -20,18 +24,24 @@ What comes in: records (`Record`s or dicts). What goes out: rows (dicts) and the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from tabulate import tabulate
 
 from epbench.core.errors import EpbenchError
-from epbench.core.record import metrics_of
-from epbench.views.format import AnyRecord, records_in
+from epbench.core.record import Record, metrics_of
+from epbench.views.format import AnyRecord, records_in, showable
 from epbench.views.speed_tables import LABELS
 
 THRESHOLD = 0.10
 REGRESSIONS = ("slower", "more memory", "missing")
+UNCOMPARABLE = (
+    " zero",
+    " missing",
+    " invalid",
+)  # endings of the verdicts of a side with no positive number
 FIELDS = ("cell", "backend", "device", "dtype", "algorithm")  # what identifies a case
 
 
@@ -39,22 +49,61 @@ def speed_cases(records: Iterable[AnyRecord]) -> dict[tuple, dict[str, Any]]:
     """{(cell, backend, device, dtype, algorithm): {"step_seconds", "samples_per_s",
     "peak_memory_bytes", "config_hash"}} of the ok speed records; the last record wins."""
     cases: dict[tuple, dict[str, Any]] = {}
-    for r in records_in(records):
+    for r in showable(records_in(records), speed_payload):
         if r.measurement != "speed" or r.status != "ok":
             continue
         for algorithm, m in metrics_of(r, "speed").items():
             key = (r.cell, r.backend, r.device, r.dtype, algorithm)
             cases[key] = {
-                "step_seconds": m["step_seconds"],
-                "samples_per_s": m["samples_per_s"],
+                "step_seconds": m.get("step_seconds"),
+                "samples_per_s": m.get("samples_per_s"),
                 "peak_memory_bytes": m.get("peak_memory_bytes"),
                 "config_hash": r.config_hash,
             }
     return cases
 
 
+def speed_payload(record: Record) -> None:
+    """Raise a ValueError when an ok speed record's `metrics.speed` is not one object per
+    algorithm whose `step_seconds`, `samples_per_s` and `peak_memory_bytes` are numbers (or
+    absent): such a record is reported and skipped (`showable`), not compared."""
+    if record.measurement != "speed" or record.status != "ok":
+        return
+    for algorithm, block in metrics_of(record, "speed").items():
+        if not isinstance(block, Mapping):
+            raise ValueError(f"metrics.speed.{algorithm}: expected an object, found {block!r}")
+        for key in ("step_seconds", "samples_per_s", "peak_memory_bytes"):
+            value = block.get(key)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise ValueError(
+                    f"metrics.speed.{algorithm}.{key}: expected a number, found {value!r}"
+                )
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
 def _ratio(new: float | None, old: float | None) -> float | None:
-    return new / old if new is not None and old else None
+    """NEW / OLD, or None unless both are finite numbers > 0."""
+    return new / old if _positive(new) and _positive(old) else None
+
+
+def _uncomparable(old: dict[str, Any], new: dict[str, Any], *, memory: bool) -> list[str]:
+    """The verdicts of a case whose step time (or, with `memory`, peak memory) is zero or
+    missing (or negative, not finite, not a number: "invalid") on a side: "OLD time zero",
+    "NEW memory missing", …"""
+    fields = {"time": "step_seconds", **({"memory": "peak_memory_bytes"} if memory else {})}
+    verdicts = []
+    for side, values in (("OLD", old), ("NEW", new)):
+        for what, name in fields.items():
+            value = values.get(name)
+            if not _positive(value):
+                problem = "missing" if value is None else "zero" if value == 0 else "invalid"
+                verdicts.append(f"{side} {what} {problem}")
+    return verdicts
 
 
 def compare_speed(
@@ -65,8 +114,8 @@ def compare_speed(
     memory: bool = False,
 ) -> list[dict[str, Any]]:
     """One row per case of `old` (module doc), then the cases only `new` has ("new")."""
-    if threshold < 0:
-        raise EpbenchError(f"--threshold: expected a number ≥ 0, found {threshold}")
+    if not _positive(threshold):
+        raise EpbenchError(f"--threshold: expected a finite number > 0, found {threshold}")
     before, after = speed_cases(old), speed_cases(new)
     if not before:
         raise EpbenchError("OLD: expected ok speed records (epbench run speed), found none")
@@ -81,7 +130,7 @@ def compare_speed(
             continue
         time_ratio = _ratio(b["step_seconds"], a["step_seconds"])
         memory_ratio = _ratio(b["peak_memory_bytes"], a["peak_memory_bytes"])
-        verdicts = []
+        verdicts = _uncomparable(a, b, memory=memory)
         if time_ratio is not None and time_ratio > 1 + threshold:
             verdicts.append("slower")
         elif time_ratio is not None and time_ratio < 1 / (1 + threshold):
@@ -101,8 +150,10 @@ def compare_speed(
 
 
 def regressions(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The rows with a verdict of REGRESSIONS."""
-    return [r for r in rows if any(v in REGRESSIONS for v in r["verdicts"])]
+    """The rows with a verdict of REGRESSIONS, or one saying a side could not be compared."""
+    return [
+        r for r in rows if any(v in REGRESSIONS or v.endswith(UNCOMPARABLE) for v in r["verdicts"])
+    ]
 
 
 def compare_table(rows: Iterable[dict[str, Any]]) -> str:

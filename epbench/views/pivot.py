@@ -11,6 +11,7 @@ What comes in: records (`Record`s or the run loop's dicts). What goes out: rows 
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -20,7 +21,7 @@ from tabulate import tabulate
 from epbench.core.errors import EpbenchError
 from epbench.core.params import layer_of
 from epbench.core.record import Record, metrics_of
-from epbench.views.format import AnyRecord, records_in
+from epbench.views.format import AnyRecord, records_in, showable
 from epbench.views.gdu import gdu_values, per_name
 from epbench.views.train import paired, train_run
 
@@ -109,6 +110,21 @@ def metric_value(record: AnyRecord | None, metric: str) -> Any:
     return None if value is _MISSING else value
 
 
+def check_metric(records: Iterable[AnyRecord], metric: str) -> None:
+    """Return when `metric` is a named metric (`METRICS`) or a dotted path that at least one of
+    `records` holds; else an EpbenchError listing the named metrics (and the nearest one)."""
+    if metric in METRICS or any(
+        _path(r.to_dict(), metric) is not _MISSING for r in records_in(records)
+    ):
+        return
+    near = difflib.get_close_matches(metric, list(METRICS), n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    raise EpbenchError(
+        f"--metric: expected one of {', '.join(METRICS)} or a dotted path into the records "
+        f"(metrics.gdu.W0_1.rmse), found {metric!r}{hint}"
+    )
+
+
 def format_value(value: Any) -> str:
     """A table entry: — for None, floats in 4 significant digits (or e-notation), else str."""
     if value is None:
@@ -172,14 +188,16 @@ def pivot_rows(
     value is the same for all records with the same key value and identity fields, like `model`
     = P-3h for depth 3). A cell holds the mean of the metric over the row's `ok` records with that
     key value (several seeds), or the status of the others when none is ok. Rows without a single
-    value are left out.
+    value are left out. An unknown `metric` is an EpbenchError (`check_metric`).
     """
     records = [r for r in records_in(records) if key_value(r, key) is not _MISSING]
+    records = showable(records, lambda r: format_value(_entry([r], metric)))
     if not records:
         raise EpbenchError(
             f"--pivot: no record has the key {key!r} (a record field, a variant "
             "axis or a dotted config path such as dynamics.estimator)"
         )
+    check_metric(records, metric)
     kept = _kept_axes(records, key)
     table: dict[tuple, dict[Any, list[Record]]] = {}
     for r in records:

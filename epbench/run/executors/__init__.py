@@ -1,10 +1,11 @@
-"""Executors: where the cells of a matrix run. `epbench.run.matrix.run_matrix` is the coordinator: it
-hands each cell to an executor as a `CellJob`, and writes every record itself.
+"""Executors: where the cells of a matrix run. `epbench.run.matrix.run_matrix` is the coordinator:
+it hands each cell to an executor as a `CellJob`, and writes every record itself.
 
     inline   in this process, one cell after the other: no isolation (library use, debugging)
     local    worker subprocesses on this machine, `jobs` cells at once (the `epbench run`
              default, `--jobs N`, default 1): a cell that crashes its process or leaks memory
-             takes down only its own worker, which is replaced; its cell is recorded `failed`
+             takes down only its own worker, which is replaced; its cell is recorded `failed`;
+             the workers die with the coordinator (even on SIGKILL) and never write after it
     dask     a Dask distributed cluster (`--scheduler ADDRESS`), or a `LocalCluster` of `jobs`
              single-threaded workers when no address is given; needs the `dask` extra
 
@@ -14,9 +15,9 @@ the records file, the coordinator's environment and plugin selection.
 `epbench.run.executors.cell.run_cell` runs it in the worker, which finds the backend and the
 measurement by name in its own plugin registry (built once per process from the coordinator's
 `EPBENCH_LOAD_PLUGINS` / `EPBENCH_BLOCK_PLUGINS`), loads the inputs the measurement declares
-(once per process) and measures the cell (epbench.run.dispatch). Workers of a remote cluster need epbench, the
-backends and the data (`--data-dir` / `EPBENCH_DATA`), and see the results folder at the same
-path (checkpoints and saved traces are written by the worker).
+(once per process) and measures the cell (epbench.run.dispatch). Workers of a remote cluster need
+epbench, the backends and the data (`--data-dir` / `EPBENCH_DATA`), and see the results folder at
+the same path (checkpoints and saved traces are written by the worker).
 """
 
 from __future__ import annotations

@@ -7,25 +7,65 @@ code and datasets are paid once), and replaced when it dies: a cell that crashes
 recorded `failed` and the others go on. With `jobs` > 1 each worker's BLAS/OpenMP threads are
 limited to `cpu_count // jobs` (unless OMP_NUM_THREADS is set), so the workers do not fight for
 the cores; timings taken that way share the machine (use `--jobs 1` for speed numbers).
+
+Workers die with their coordinator, however it ends (SIGKILL included), and never write after
+it: each worker is marked as the coordinator's (epbench.core.liveness, which the checkpoint
+writes consult first), asks Linux for SIGKILL when its parent exits (`prctl(PR_SET_PDEATHSIG)`),
+and runs a watchdog thread that ends it when the pipe from the coordinator closes (every
+platform). The parent-death signal follows the thread that started the worker: `submit` is
+called from the coordinator's main thread (epbench.run.matrix), which lives as long as the run.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from epbench.core.liveness import ORPHAN_EXIT, exit_if_orphaned, mark_worker
 from epbench.core.measurement import Measurement
 from epbench.core.protocols import Backend
 from epbench.run.executors.cell import run_cell
 from epbench.run.executors.job import CellJob, CellOutcome
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def _start_worker(threads: int | None) -> None:
-    """Runs first in each worker, before any framework is imported."""
+def die_with_parent() -> bool:
+    """Linux: have the kernel SIGKILL this process when its parent exits. Returns whether that
+    was set (False elsewhere, or when prctl is not available)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent() -> None:
+    """Block until the pipe from the parent closes (the parent is gone), then end this process
+    at once, with the status ORPHAN_EXIT."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    parent.join()  # waits on the parent's sentinel: the pipe's end of file
+    os._exit(ORPHAN_EXIT)
+
+
+def _start_worker(threads: int | None, coordinator: int) -> None:
+    """Runs first in each worker, before any framework is imported: ties the worker's life to
+    the `coordinator` (its parent's pid; module doc) and limits its BLAS/OpenMP `threads`."""
+    mark_worker(coordinator=coordinator)
+    die_with_parent()
+    exit_if_orphaned()  # the coordinator died before the parent-death signal was set
+    threading.Thread(target=_watch_parent, name="epbench-watchdog", daemon=True).start()
     if threads is not None and "OMP_NUM_THREADS" not in os.environ:
         for variable in THREAD_VARIABLES:
             os.environ.setdefault(variable, str(threads))
@@ -60,7 +100,7 @@ class LocalExecutor:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_start_worker,
-                initargs=(self.threads,),
+                initargs=(self.threads, os.getpid()),
             )
             self._pools[slot] = pool
         return pool
