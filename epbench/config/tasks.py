@@ -6,22 +6,35 @@ A task file holds a base configuration (`[model]`, `[dynamics]`, `[data]`, `[tra
 deep-merging, later wins: base ← base preset ← variant ← variant preset ← `--set` overrides.
 Cells are named `task[axis=value]`; a bare task name expands to all its variants.
 See tasks/README.md.
+
+Bad input is a one-line `TaskError` (exit 2 on the command line), found before any cell runs:
+every unknown name at every level (the file's top, a section, a preset, a variant, `--set`,
+`--sweep`, `overrides.MEASURE`) with the nearest known one (`difflib`); numbers that are not
+finite; values beyond `LIMITS` (steps, widths, batches, epochs no run could meet); task, axis
+and variant names that are not safe file-name parts (`epbench.core.paths.check_name`); files
+that are not UTF-8 (the byte offset is named), larger than `MAX_FILE_BYTES` or nested deeper
+than `MAX_NESTING`.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
 import fnmatch
 import hashlib
 import itertools
 import json
+import math
 import re
 import tomllib
 from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from epbench.core.errors import EpbenchError, TaskError, UnknownNameError
+from epbench.core.paths import check_name
+from epbench.core.record import nesting_depth
 from epbench.core.spec import (
     ACTIVATIONS,
     DATA_SOURCES,
@@ -89,6 +102,30 @@ _TOP = {
 }
 # Alternative spellings accepted in task files and --set, renamed before merging (later wins).
 _ALIASES = {"data": {"name": "source"}}
+# What one layer of a configuration (the base, a preset, a variant, --set) may hold.
+_LAYER = ("description", "measure", "dtype", *_SCHEMA, "overrides")
+# Largest values a run could ever meet: steps, widths, batches, epochs (field → limit).
+LIMITS = MappingProxyType(
+    {
+        "model.inputs": 10**6,
+        "model.sizes": 10**5,
+        "model.conv.input": 10**4,
+        "model.conv.channels": 10**4,
+        "model.conv.kernel": 10**3,
+        "model.conv.padding": 10**3,
+        "model.conv.pool": 10**3,
+        "dynamics.T": 10**6,
+        "dynamics.K": 10**6,
+        "data.batch": 10**6,
+        "data.index": 10**7,
+        "data.subset": 10**7,
+        "train.epochs": 10**4,
+        "train.test_batch": 10**6,
+    }
+)
+MAX_LAYERS = 64  # entries of model.sizes
+MAX_FILE_BYTES = 1 << 20  # a task file
+MAX_NESTING = 16  # tables inside tables of a task file (the schema needs 7)
 
 
 def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -141,19 +178,111 @@ def parse_override(text: str) -> dict[str, Any]:
     return out
 
 
+def _parse_toml(data: bytes, where: str) -> dict[str, Any]:
+    """The TOML document in `data`: UTF-8 (a decoding error names its byte offset), at most
+    `MAX_FILE_BYTES`, nested at most `MAX_NESTING` deep; else a one-line TaskError."""
+    if len(data) > MAX_FILE_BYTES:
+        raise TaskError(where, "file", f"a task file of at most {MAX_FILE_BYTES} bytes", len(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise TaskError(
+            where,
+            "file",
+            "UTF-8 text",
+            _Text(f"byte {data[err.start]:#04x} at byte offset {err.start}"),
+        ) from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise TaskError(where, "file", "valid TOML", str(err)) from None
+    except RecursionError:
+        raise TaskError(
+            where, "file", f"tables nested at most {MAX_NESTING} deep", _Text("deeper nesting")
+        ) from None
+    if nesting_depth(raw, limit=MAX_NESTING) > MAX_NESTING:
+        raise TaskError(
+            where, "file", f"tables nested at most {MAX_NESTING} deep", _Text("deeper nesting")
+        )
+    return raw
+
+
 def read_task_file(path: Path) -> dict[str, Any]:
-    """Parse a task file; a syntax error is a one-line TaskError naming the file."""
+    """Parse a task file (`_parse_toml`); a syntax error, a bad encoding, a file too large or
+    too deeply nested, or an unknown top-level name is a one-line TaskError naming the file."""
     try:
         with open(path, "rb") as handle:
-            raw = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as err:
-        raise TaskError(str(path), "file", "valid TOML", str(err)) from None
+            data = handle.read(MAX_FILE_BYTES + 1)
     except OSError as err:
         raise TaskError(str(path), "file", "a readable task file", err.strerror) from None
-    unknown = sorted(set(raw) - _TOP)
-    if unknown:
-        raise TaskError(str(path), unknown[0], f"one of {sorted(_TOP)}", "an unknown field")
+    raw = _parse_toml(data, str(path))
+    for key in raw:
+        if key not in _TOP:
+            raise _unknown(str(path), key, key, sorted(_TOP))
     return raw
+
+
+def _unknown(where: str, field: str, name: str, known: Collection[str]) -> TaskError:
+    """The TaskError of an unknown name: what is known, and the nearest known name."""
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return TaskError(
+        where, field, f"one of {', '.join(map(str, known))}", _Text(f"an unknown name{hint}")
+    )
+
+
+def _check_section_names(section: str, table: Mapping[str, Any], *, where: str, path: str) -> None:
+    """Every field of `[section]` (and of `[model.conv]`) is a known one."""
+    known = (*_SCHEMA[section], *_ALIASES.get(section, {}))
+    for field, value in table.items():
+        if field not in known:
+            raise _unknown(where, f"{path}.{field}", field, known)
+        if (section, field) == ("model", "conv") and isinstance(value, Mapping):
+            for key in value:
+                if key not in _CONV_SCHEMA:
+                    raise _unknown(where, f"{path}.conv.{key}", key, tuple(_CONV_SCHEMA))
+
+
+def check_layer_names(
+    table: Any, *, where: str, path: str = "", known: Collection[str] = _LAYER
+) -> None:
+    """Every name of one layer of a configuration (the base, a preset, a variant, `--set`, an
+    `overrides.MEASURE` table) is known, at every level; else a one-line TaskError naming the
+    nearest known name. Values are checked later (`build_spec`)."""
+    if not isinstance(table, Mapping):
+        raise TaskError(where, path.rstrip(".") or "table", "a table", table)
+    for key, value in table.items():
+        field = f"{path}{key}"
+        if key not in known:
+            raise _unknown(where, field, key, known)
+        if key in _SCHEMA:
+            if not isinstance(value, Mapping):
+                raise TaskError(where, field, "a table", value)
+            _check_section_names(key, value, where=where, path=field)
+        elif key == "overrides" and isinstance(value, Mapping):
+            for measure, over in value.items():
+                check_layer_names(over, where=where, path=f"{field}.{measure}.", known=_OVERRIDABLE)
+
+
+def _check_file_names(
+    raw: Mapping[str, Any], axes: Mapping[str, Mapping[str, Any]], where: str
+) -> None:
+    """The names of a whole task file: the base, every preset, every variant and its presets;
+    axis and variant names are safe file-name parts (`check_name`)."""
+    base = {k: v for k, v in raw.items() if k not in ("presets", "variants", "select")}
+    check_layer_names(base, where=where)
+    for preset, table in _presets_of(raw).items():
+        check_layer_names(table, where=where, path=f"presets.{preset}.")
+    for axis, values in axes.items():
+        check_name(axis, what="variant axis", where=where)
+        for value, table in values.items():
+            check_name(value, what=f"variant name of axis {axis!r}", where=where)
+            prefix = f"variants.{axis}.{value}."
+            check_layer_names(
+                {k: v for k, v in table.items() if k != "presets"}, where=where, path=prefix
+            )
+            for preset, over in _presets_of(table).items():
+                check_layer_names(over, where=where, path=f"{prefix}presets.{preset}.")
 
 
 def _axes(raw: Mapping[str, Any], where: str) -> dict[str, dict[str, dict[str, Any]]]:
@@ -224,6 +353,24 @@ def parse_sweep(text: str) -> tuple[str, dict[str, dict[str, Any]]]:
             text,
         )
     return key.strip().split(".")[-1], {v: parse_override(f"{key}={v}") for v in items}
+
+
+def _sweeps(
+    sweeps: Iterable[str], axes: Mapping[str, Any], *, name: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """The `--sweep` axes (`parse_sweep`): each a new axis of task `name`, its key a known
+    field, its axis and values safe names (`check_name`)."""
+    swept = {}
+    for text in sweeps:
+        axis, values = parse_sweep(text)
+        if axis in axes:
+            raise TaskError("--sweep", axis, f"an axis not in task {name!r}", "a variant axis")
+        check_name(axis, what="axis", where=f"--sweep {text}")
+        for value, layer in values.items():
+            check_name(value, what="value", where=f"--sweep {text}")
+            check_layer_names(layer, where=f"--sweep {text}")
+        swept[axis] = values
+    return swept
 
 
 def _selected(raw: Mapping[str, Any], where: str) -> dict[str, str]:
@@ -299,19 +446,20 @@ def resolve(
     path = Path(path)
     name = name or path.stem
     where = str(path)
+    check_name(name, what="task name", where=where)
     raw = read_task_file(path)
     if preset not in preset_names(raw):
         raise UnknownNameError(f"preset of task {name!r}", preset, preset_names(raw))
     axes = _axes(raw, where)
-    swept = dict(parse_sweep(text) for text in sweeps)
-    for axis in swept:
-        if axis in axes:
-            raise TaskError("--sweep", axis, f"an axis not in task {name!r}", "a variant axis")
+    _check_file_names(raw, axes, where)
+    swept = _sweeps(sweeps, axes, name=name)
     selection = {**_selected(raw, where), **(selection or {})}
     _check_selection(selection, {**axes, **swept}, name=name)
     over = {}
     for text in overrides:
-        over = deep_merge(over, canonical(parse_override(text), "--set"))
+        layer = parse_override(text)
+        check_layer_names(layer, where=f"--set {text}")
+        over = deep_merge(over, canonical(layer, "--set"))
     base = canonical(
         {k: v for k, v in raw.items() if k not in ("presets", "variants", "select")}, where
     )
@@ -376,7 +524,7 @@ def split_measures(
         raise TaskError(where, "overrides", "tables [overrides.MEASURE]", over)
     for key, table in over.items():  # one for a measurement the cell does not run is unused
         if key not in known:
-            raise TaskError(where, f"overrides.{key}", f"one of {', '.join(known)}", key)
+            raise _unknown(where, f"overrides.{key}", key, known)
         if not isinstance(table, Mapping) or set(table) - set(_OVERRIDABLE):
             raise TaskError(
                 where, f"overrides.{key}", f"a table of {', '.join(_OVERRIDABLE)}", table
@@ -405,8 +553,10 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
     def is_int(v: Any) -> bool:
         return isinstance(v, int) and not isinstance(v, bool)
 
-    def is_num(v: Any) -> bool:
-        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    def is_num(v: Any) -> bool:  # finite, and within a float's range (TOML ints are unbounded)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return math.isfinite(v) if isinstance(v, float) else abs(v) < 2**1023
 
     choices = {
         "setting": SETTINGS,
@@ -428,11 +578,11 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
             fail("a non-negative integer")
     elif kind == "positive number":
         if not is_num(value) or value <= 0:
-            fail("a positive number")
+            fail("a positive number" if is_num(value) else "a finite positive number")
         return float(value)
     elif kind == "non-zero number":
         if not is_num(value) or value == 0:
-            fail("a non-zero number")
+            fail("a non-zero number" if is_num(value) else "a finite non-zero number")
         return float(value)
     elif kind == "angle in degrees":
         if not is_num(value) or not 0 <= value <= 180:
@@ -456,14 +606,31 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
             or not all(is_num(v) and v > 0 for v in value)
             or len(set(value)) != len(value)
         ):
-            fail("a list of two or more distinct positive numbers (|β| values; [] = default)")
+            fail("two or more distinct finite positive numbers (|β| values; [] = default)")
         return tuple(float(v) for v in value)
     elif kind == "list of positive numbers":
         if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
-            fail("a list of positive numbers")
+            fail("a list of finite positive numbers")
         return tuple(float(v) for v in value)
     elif kind == "conv table":
         return _conv_table(where, field, value)
+    return value
+
+
+def _check_limit(where: str, field: str, value: Any) -> Any:
+    """`value` (a checked integer or tuple of integers) when within `LIMITS[field]` (and
+    `MAX_LAYERS` entries for `model.sizes`); else a TaskError naming the limit."""
+    limit = LIMITS.get(field)
+    if limit is None:
+        return value
+    items = value if isinstance(value, tuple) else (value,)
+    if field == "model.sizes" and len(items) > MAX_LAYERS:
+        raise TaskError(where, field, f"at most {MAX_LAYERS} layers", len(items))
+    for item in items:
+        if isinstance(item, int) and item > limit:
+            raise TaskError(
+                where, field, f"a value ≤ {limit} (the limit of a run that can end)", item
+            )
     return value
 
 
@@ -556,22 +723,28 @@ def _checked_table(
     field or a missing required one is a TaskError at `prefix.field`."""
     unknown = sorted(set(table) - set(schema))
     if unknown:
-        raise TaskError(
-            where, f"{prefix}.{unknown[0]}", f"one of {', '.join(schema)}", "an unknown field"
-        )
+        raise _unknown(where, f"{prefix}.{unknown[0]}", unknown[0], tuple(schema))
     out = {}
     for field, (kind, required) in schema.items():
         if field not in table:
             if required:
-                raise TaskError(where, f"{prefix}.{field}", f"a {kind} (required)", _Nothing())
+                raise TaskError(
+                    where, f"{prefix}.{field}", f"a {kind} (required)", _Text("nothing")
+                )
             continue
-        out[field] = _check(where, f"{prefix}.{field}", kind, table[field])
+        checked = _check(where, f"{prefix}.{field}", kind, table[field])
+        out[field] = _check_limit(where, f"{prefix}.{field}", checked)
     return out
 
 
-class _Nothing:
+class _Text:
+    """A found value shown as plain text (`found nothing`, not `found 'nothing'`)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
     def __repr__(self) -> str:
-        return "nothing"
+        return self.text
 
 
 def _check_sections(
@@ -664,7 +837,7 @@ def _check_measure(
                 where,
                 "train.lrs",
                 f"{len(model.sizes)} learning rates (required by measure train)",
-                _Nothing(),
+                _Text("nothing"),
             )
         if data.source not in ("mnist", "fashion-mnist"):
             raise TaskError(

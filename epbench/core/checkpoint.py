@@ -1,16 +1,18 @@
 """Training checkpoints: one `.npz` per (cell, backend, device, dtype, seed, algorithm), no pickle.
 
-A checkpoint is written after every epoch of a `train` measurement (epbench.measurements.training), atomically
-(a temporary file in the same folder, fsynced, then renamed over the old one), so an interruption
-leaves either the previous checkpoint or the new one, never a torn file. It holds:
+A checkpoint is written after every epoch of a `train` measurement
+(epbench.measurements.training), atomically (a temporary file in the same folder, fsynced, then
+renamed over the old one), so an interruption leaves either the previous checkpoint or the new
+one, never a torn file. It holds:
 
     params/<name>   the canonical parameters after the last completed epoch (numpy)
     curves/<key>    the per-epoch lists so far (train_error, test_error, loss, epoch_seconds, …)
     meta            a JSON string (a 0-d unicode array, loadable with allow_pickle=False):
                     the format version, the run's key, the completed epoch count, divergence,
                     warm-up time, and the RNG state: the seed and the next epoch, from which
-                    the shuffling and nudging generators are derived (epbench.measurements.training), so no
-                    generator bits are needed to continue exactly.
+                    the shuffling and nudging generators are derived
+                    (epbench.measurements.training), so no generator bits are needed to
+                    continue exactly.
 
 Files live in `<out>/<machine>/checkpoints/` beside the records. The file name carries the cell,
 backend, device, dtype, seed, algorithm and a hash of the configuration without `train.epochs`,
@@ -22,8 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ from typing import Any
 import numpy as np
 
 from epbench.core.errors import ResultsError
+from epbench.core.paths import file_part, output_path
+from epbench.core.traces import NUMERIC, read_npz
 
 FORMAT_VERSION = 1
 
@@ -56,10 +60,10 @@ def checkpoint_path(
     algorithm: str,
 ) -> Path:
     """`<folder>/<cell>_<backend>_<device>_<dtype>_seed<N>_<key>_<algorithm>.npz`, with the
-    characters a file name should not hold (brackets, `=`, commas) replaced."""
-    stem = f"{cell}_{backend}_{device}_{dtype}_seed{seed}_{key}_{algorithm}"
-    stem = stem.replace("[", "(").replace("]", ")")
-    return Path(folder) / (re.sub(r"[^A-Za-z0-9_.()=,+-]", "-", stem) + ".npz")
+    characters a file name should not hold replaced (`epbench.core.paths.file_part`; brackets as
+    parentheses), never outside `folder` (`output_path`)."""
+    stem = file_part(f"{cell}_{backend}_{device}_{dtype}_seed{seed}_{key}_{algorithm}")
+    return output_path(Path(folder), stem + ".npz")
 
 
 def save_checkpoint(
@@ -89,30 +93,42 @@ def save_checkpoint(
             os.remove(tmp)
 
 
-def load_checkpoint(path: Path) -> Checkpoint | None:
-    """Read a checkpoint (None when there is none); a file that cannot be read is a ResultsError."""
+def load_checkpoint(
+    path: Path, *, shapes: Mapping[str, tuple[int, ...]] | None = None
+) -> Checkpoint | None:
+    """Read a checkpoint (None when there is none) safely (`epbench.core.traces.read_npz`: no
+    pickle, every header checked first); with `shapes` (name → shape of the configuration's
+    parameters) its parameters must have exactly those names and shapes. A file that cannot be
+    read (empty, truncated, an object array, absurd shapes, no metadata) or does not match is a
+    one-line ResultsError."""
     path = Path(path)
     if not path.is_file():
         return None
+    what = "an epbench checkpoint (delete it or run without --resume)"
+    arrays = read_npz(path, what=what, kinds=NUMERIC + "U")
+    params, curves, meta = {}, {}, None
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            params, curves, meta = {}, {}, None
-            for name in archive.files:
-                group, _, key = name.partition("/")
-                if group == "params":
-                    params[key] = archive[name]
-                elif group == "curves":
-                    curves[key] = archive[name].tolist()
-                elif name == "meta":
-                    meta = json.loads(str(archive[name]))
-    except (OSError, ValueError) as err:
-        raise ResultsError(
-            f"{path}: expected an epbench checkpoint, found an unreadable file ({err}); "
-            "delete it or run without --resume"
-        ) from None
+        for name, value in arrays.items():
+            group, _, key = name.partition("/")
+            if group == "params" and value.dtype.kind in NUMERIC:
+                params[key] = value
+            elif group == "curves" and value.dtype.kind in NUMERIC and value.ndim == 1:
+                curves[key] = value.tolist()
+            elif name == "meta" and value.ndim == 0:
+                meta = json.loads(str(value))
+            else:
+                raise ValueError(f"the array {name!r} of shape {value.shape}, {value.dtype}")
+    except (ValueError, RecursionError) as err:
+        raise ResultsError(f"{path}: expected {what}, found {err}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         raise ResultsError(
             f"{path}: expected checkpoint format {FORMAT_VERSION}, found "
             f"{meta.get('format') if isinstance(meta, dict) else 'no metadata'}"
+        )
+    found = {name: tuple(value.shape) for name, value in params.items()}
+    if shapes is not None and found != {k: tuple(v) for k, v in shapes.items()}:
+        raise ResultsError(
+            f"{path}: expected parameters of the shapes of the configuration "
+            f"({dict(shapes)}), found {found}; delete it or run without --resume"
         )
     return Checkpoint(params=params, curves=curves, meta=meta)

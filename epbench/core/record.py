@@ -38,6 +38,7 @@ SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed", "diverged")
 KEY_FIELDS = ("cell", "preset", "config_hash", "measurement", "backend", "device", "dtype", "seed")
 _NOT_SERIALISED = ("extra", "file", "line", "omitted")
+MAX_NESTING = 32  # objects in objects of one record (epbench writes at most 6)
 
 
 def _meta(key: str, kind: str, *, required: bool = False) -> dict[str, Any]:
@@ -363,7 +364,29 @@ def _read_line(text: str, *, where: str, last: bool) -> Record:
                 f"{where}: expected a whole record, found a torn last line (a killed run)"
             ) from None
         raise ResultsError(f"{where}: expected one JSON record per line, found {err.msg}") from None
+    except RecursionError:  # nested so deep that json cannot read it
+        raw = _TOO_DEEP
+    if raw is _TOO_DEEP or nesting_depth(raw) > MAX_NESTING:
+        raise ResultsError(
+            f"{where}: expected a record nested at most {MAX_NESTING} deep, found deeper nesting"
+        )
     return Record.from_dict(upgrade(raw, where=where), where=where)
+
+
+_TOO_DEEP = object()
+
+
+def nesting_depth(value: Any, *, limit: int = MAX_NESTING) -> int:
+    """How deeply mappings and lists nest in `value` (0 for a scalar), without recursion (a
+    value too deep for Python's recursion is fine); the count stops at `limit + 1`."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (Mapping, list)) and depth <= limit:
+            deepest = max(deepest, depth + 1)
+            children = node.values() if isinstance(node, Mapping) else node
+            stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _load_file(path: Path) -> tuple[list[Record], list[Problem]]:

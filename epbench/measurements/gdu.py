@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ from epbench.core.estimators import signed_beta
 from epbench.core.measurement import Cell, Output
 from epbench.core.metrics import gdu_metrics, signal_metrics
 from epbench.core.params import init_params
+from epbench.core.paths import file_part, output_path
 from epbench.core.process_memory import peak_memory_bytes
 from epbench.core.protocols import Backend, Network
 from epbench.core.spec import TaskSpec
@@ -98,11 +100,12 @@ def _finite(traces: dict[str, np.ndarray]) -> bool:
     return all(np.all(np.isfinite(v)) for v in traces.values())
 
 
-def traces_path(cell: Cell, output: Output) -> Any:
+def traces_path(cell: Cell, output: Output) -> Path:
     """Where the cell's saved traces go: `<traces folder>/<cell>_<backend>_<dtype>_seed<seed>.npz`
-    (brackets of the cell name as parentheses)."""
-    stem = f"{cell.spec.cell}_{cell.backend}_{cell.dtype}_seed{cell.seed}"
-    return output.traces_folder / (stem.replace("[", "(").replace("]", ")") + ".npz")
+    (brackets of the cell name as parentheses; `epbench.core.paths.output_path`: never outside
+    the records folder)."""
+    stem = file_part(f"{cell.spec.cell}_{cell.backend}_{cell.dtype}_seed{cell.seed}")
+    return output_path(output.folder, output.traces_folder.name, stem + ".npz")
 
 
 def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str, Any]:

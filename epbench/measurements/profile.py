@@ -21,6 +21,7 @@ import numpy as np
 from epbench.core.flops import ALGORITHMS
 from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params
+from epbench.core.paths import file_part, output_path
 from epbench.core.protocols import Backend, ProfilerBackend
 from epbench.core.spec import TaskSpec
 from epbench.measurements.speed import run_steps, step_function
@@ -52,25 +53,28 @@ def profile_algorithm(
     params, _, _ = step(net.load(init_params(spec.model, seed=seed, dtype=dtype)))
     net.synchronize()
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{spec.cell}_{backend.name}_{device}_{algorithm}".replace("[", "(").replace("]", ")")
+    stem = file_part(f"{spec.cell}_{backend.name}_{device}_{algorithm}")
+    prof, txt = output_path(folder, f"{stem}.prof"), output_path(folder, f"{stem}.txt")
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
     params, _ = run_steps(net, step, params, steps)
     profiler.disable()
     seconds = (time.perf_counter() - start) / steps
-    profiler.dump_stats(folder / f"{stem}.prof")
+    profiler.dump_stats(prof)
     text = io.StringIO()
     pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(rows)
-    (folder / f"{stem}.txt").write_text(text.getvalue(), encoding="utf-8")
+    txt.write_text(text.getvalue(), encoding="utf-8")
     summary = None
     if isinstance(backend, ProfilerBackend):
         summary = backend.profile_summary(
-            lambda: run_steps(net, step, params, steps), device=device, folder=folder / stem
+            lambda: run_steps(net, step, params, steps),
+            device=device,
+            folder=output_path(folder, stem),
         )
     return {
-        "cprofile": str(folder / f"{stem}.prof"),
-        "cprofile_text": str(folder / f"{stem}.txt"),
+        "cprofile": str(prof),
+        "cprofile_text": str(txt),
         "cprofile_summary": text.getvalue(),
         "backend_summary": summary,
         "seconds_per_step": seconds,
@@ -81,7 +85,7 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
     """Profile the cell's algorithms (module doc): the record's fields."""
     algorithm = cell.argument("algorithm", "all")
     algorithms = ALGORITHMS if algorithm == "all" else (algorithm,)
-    folder = output.folder / "profiles"
+    folder = output_path(output.folder, "profiles")
     results = {}
     for name in algorithms:
         out = profile_algorithm(

@@ -16,6 +16,7 @@ from epbench.core.checkpoint import checkpoint_path
 from epbench.core.estimators import signed_beta
 from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params
+from epbench.core.paths import output_path
 from epbench.core.protocols import Backend
 from epbench.measurements.training import (
     ALGORITHMS,
@@ -34,7 +35,7 @@ def run(cell: Cell, backend: Backend, data: TrainingData, output: Output) -> dic
     results, paths = {}, {}
     for algorithm in ALGORITHMS:
         path = checkpoint_path(
-            output.folder / "checkpoints",
+            output_path(output.folder, "checkpoints"),
             cell=spec.cell,
             backend=backend.name,
             device=cell.device,

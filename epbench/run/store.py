@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from epbench.core.paths import check_folder, make_folder, output_path
 from epbench.core.record import Record, as_record, load_records, record_key
 from epbench.core.version import __version__
 
@@ -160,13 +161,15 @@ class RecordWriter:
     def __init__(self, out: Path, *, commit: str | None = None) -> None:
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         commit = commit or git_commit()[0]
+        out = check_folder(Path(out))  # `--out` naming a file: one line, before any cell runs
         # the pid keeps two runs started in the same second from sharing (and racing on) one file
-        self._place(Path(out) / machine_name() / f"{stamp}_{commit[:10]}_{os.getpid()}.jsonl")
+        name = f"{stamp}_{_slug(commit[:10])}_{os.getpid()}.jsonl"
+        self._place(output_path(out, machine_name(), name))
 
     def _place(self, path: Path) -> None:
         self.path = path
         self.folder = path.parent
-        self.traces_folder = self.folder / path.stem
+        self.traces_folder = output_path(self.folder, path.stem)
 
     @classmethod
     def at(cls, path: Path) -> RecordWriter:
@@ -178,9 +181,9 @@ class RecordWriter:
     def write(self, record: Record | Mapping[str, Any]) -> None:
         """Append `record` (a `Record`, or a dict of any schema: upgraded and checked first; a
         `ResultsError` if it would not load) as one line, its top-level keys sorted."""
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         raw = record.to_dict() if isinstance(record, Record) else clean(dict(record))
-        data = as_record(raw).to_dict()
+        data = as_record({**raw, "_file": str(self.path)}).to_dict()  # errors name the file
         data = clean(data)
         # top-level keys sorted; inside them the order the measurement gave (a curve by step)
         line = json.dumps({key: data[key] for key in sorted(data)}, allow_nan=False)

@@ -43,10 +43,10 @@ def layer_table(record: AnyRecord) -> str:
         [
             name,
             layer_of(name),
-            f"{num(m['rmse'])} ± {num(m['rmse_std'])}",
-            num(m["cosine"], ".6f"),
-            num(m["sign"], ".3f"),
-            num(m["rel_error"], ".2e"),
+            f"{num(m.get('rmse'))} ± {num(m.get('rmse_std'))}",
+            num(m.get("cosine"), ".6f"),
+            num(m.get("sign"), ".3f"),
+            num(m.get("rel_error"), ".2e"),
         ]
         for name, m in ((n, gdu[n]) for n in names)
     ]
@@ -117,7 +117,7 @@ def format_gdu(record: AnyRecord) -> str:
     if r.status != "ok":
         return f"{head}: {r.reason}"
     tail = (
-        f"residual ‖s_T − s_(T−1)‖ = {r.metrics['residual']:.2e}; steady "
+        f"residual ‖s_T − s_(T−1)‖ = {num(r.metrics.get('residual'), '.2e')}; steady "
         f"{num(r.timings.get('steady_seconds'), '.3f')} s, first run "
         f"{num(r.timings.get('first_seconds'), '.3f')} s"
     )

@@ -37,11 +37,13 @@ import numpy as np
 
 from epbench.core.errors import EpbenchError
 from epbench.core.params import layer_of
+from epbench.core.paths import inside, make_folder, output_path
 from epbench.core.record import Record, as_record, metrics_of
 from epbench.core.spec import DataSpec
 from epbench.core.traces import load_traces
-from epbench.views.format import AnyRecord, records_in
+from epbench.views.format import VIEW_ERRORS, AnyRecord, records_in
 from epbench.views.gdu import per_name
+from epbench.views.tables import usable
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.axes import Axes
@@ -831,17 +833,36 @@ def gdu_times(records: Sequence[AnyRecord]) -> Plot | None:
 
 
 def traces_path(record: AnyRecord) -> Path | None:
-    """Where a record's saved traces are: `traces` is relative to the JSONL file's folder."""
+    """Where a record's saved traces are: `traces` is relative to the JSONL file's folder, and
+    only a path below that folder is followed (an absolute path or `..`: a one-line
+    `EpbenchError`, `epbench.core.paths.inside`)."""
     record = as_record(record)
     if not record.traces:
         return None
     base = Path(record.file).parent if record.file else Path()
-    return base / record.traces
+    return inside(base, record.traces, where=record.where, what="traces")
 
 
-def figures(records: Sequence[AnyRecord], *, components: int = 3) -> tuple[list[Plot], list[str]]:
-    """Every figure the records support, and one note per figure that could not be drawn."""
-    records = records_in(records)
+def record_traces(record: Record, path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """The saved traces at `path` of a GDU record, checked against it (`load_traces`: K of its
+    dynamics, inputs of its model, the names of its `metrics.gdu`)."""
+    steps, inputs = _get(record.config, "dynamics", "K"), _get(record.config, "model", "inputs")
+    return load_traces(
+        path,
+        steps=steps if isinstance(steps, int) else None,
+        inputs=inputs if isinstance(inputs, int) else None,
+        names=tuple(per_name(record)),
+    )
+
+
+def figures(
+    records: Sequence[AnyRecord], *, components: int = 3, checked: bool = False
+) -> tuple[list[Plot], list[str]]:
+    """Every figure the records support, and one note per figure that could not be drawn.
+    Records whose metrics the views cannot show are reported and skipped first
+    (`epbench.views.tables.usable`), unless `checked` (the caller did that already); a figure
+    that still fails on a record's malformed payload is a note."""
+    records = records_in(records) if checked else usable(records)
     require_matplotlib()
     plots: list[Plot] = []
     notes: list[str] = []
@@ -852,7 +873,7 @@ def figures(records: Sequence[AnyRecord], *, components: int = 3) -> tuple[list[
         if not path.is_file():
             notes.append(f"{record.cell} on {record.backend}: traces {path} missing")
             continue
-        plots.append(gdu_curve_plot(i, record, load_traces(path), components))
+        plots.append(gdu_curve_plot(i, record, record_traces(record, path), components))
     if not plots:
         missing = "no record with saved traces (run with --save-traces)"
         notes.append(f"GDU curves: {missing if _ok(records, 'gdu') else 'no GDU records'}")
@@ -886,7 +907,11 @@ def figures(records: Sequence[AnyRecord], *, components: int = 3) -> tuple[list[
         ("GDU times", lambda: gdu_times(records)),
     ]
     for label, build in builders:
-        plot = build()
+        try:
+            plot = build()
+        except VIEW_ERRORS as err:
+            notes.append(f"{label}: a record's metrics are malformed ({type(err).__name__}: {err})")
+            continue
         if plot is None:
             notes.append(f"{label}: no data in these records")
         else:
@@ -916,10 +941,10 @@ def save(plots: Iterable[Plot], out: Path, *, fmt: str = "png", dpi: int = 100) 
     """Write each figure to `out/<name>.<fmt>`."""
     if fmt not in FORMATS:
         raise EpbenchError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     paths = []
     for plot in plots:
-        path = out / f"{plot.name}.{fmt}"
+        path = output_path(out, f"{plot.name}.{fmt}")
         plot.figure.savefig(path, format=fmt, dpi=dpi)
         paths.append(path)
     return paths

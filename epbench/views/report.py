@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from epbench.core.paths import make_folder, output_path
 from epbench.core.record import Record
 from epbench.core.version import __version__
 from epbench.views.format import AnyRecord, heading, records_in
@@ -34,7 +35,7 @@ from epbench.views.plots import MissingExtraError, Plot, batch_size, figures, sa
 from epbench.views.rtrl import rtrl_table
 from epbench.views.speed_tables import memory_table, speed_table
 from epbench.views.sweep import sweep_table
-from epbench.views.tables import format_record
+from epbench.views.tables import format_record, usable
 from epbench.views.train import paper_table, seed_summary_table, train_table
 
 MARKDOWN, HTML = "report.md", "report.html"
@@ -434,16 +435,15 @@ def _image(plot: Plot, fmt: str) -> list[Block]:
 def write_report(records: Sequence[AnyRecord], *, out: Path, fmt: str = "png") -> dict[str, Any]:
     """Write the figures, `report.md` and `report.html` into `out`; returns their paths and the
     notes on what could not be drawn (including a missing matplotlib)."""
-    records = records_in(records)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    records = usable(records)
+    out = make_folder(Path(out))
     try:
-        plots, notes = figures(records)
+        plots, notes = figures(records, checked=True)
         paths = save(plots, out, fmt=fmt)
     except MissingExtraError as err:
         plots, notes, paths = [], [f"figures: {err}"], []
     blocks = build_blocks(records, plots, notes, fmt=fmt)
-    markdown, page = out / MARKDOWN, out / HTML
+    markdown, page = output_path(out, MARKDOWN), output_path(out, HTML)
     markdown.write_text(render_markdown(blocks), encoding="utf-8")
     page.write_text(render_html(blocks, title="epbench report"), encoding="utf-8")
     return {"markdown": markdown, "html": page, "figures": paths, "notes": notes}

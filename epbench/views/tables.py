@@ -23,7 +23,8 @@ from typing import Any
 from tabulate import tabulate
 
 from epbench.core.record import Record
-from epbench.views.format import AnyRecord, heading, reason, records_in
+from epbench.views.format import VIEW_ERRORS, AnyRecord, heading, malformed, reason, records_in
+from epbench.views.format import showable as _showable
 from epbench.views.gdu import format_gdu, gdu_table, layer_table
 from epbench.views.parity import format_parity, parity_table
 from epbench.views.pivot import depth_table, format_value, has_depths
@@ -55,6 +56,7 @@ __all__ = [  # the names other modules import from here
     "seed_summary_table",
     "summary_table",
     "train_table",
+    "usable",
 ]
 
 summary_table = gdu_table  # the name of the GDU table before the views were split
@@ -155,9 +157,34 @@ def _view(name: str, measurements: Mapping[str, Any] | None) -> View:
 
 def format_record(record: AnyRecord, measurements: Mapping[str, Any] | None = None) -> str:
     """The text of one record, from its measurement (`measurements`, the registry's
-    `{name: Measurement}`; `_view` says which view when it is not there)."""
+    `{name: Measurement}`; `_view` says which view when it is not there); for a record whose
+    metrics its view cannot show, its heading and the problem (`malformed`)."""
     r = records_in([record])[0]
-    return _view(r.measurement, measurements).format(r)
+    try:
+        return _view(r.measurement, measurements).format(r)
+    except VIEW_ERRORS as err:
+        return f"{heading(r, measurement=True)}: {malformed(r, err)}"
+
+
+def _show_one(record: Record, measurements: Mapping[str, Any] | None) -> None:
+    """Every view of the overview and the report applied to one record (raises what a view
+    raises on malformed metrics)."""
+    view = _view(record.measurement, measurements)
+    view.format(record)
+    view.table([record])
+    if record.measurement == "train":
+        seed_summary_table([record])
+        paper_table([record])
+    if record.measurement in ("gdu", "train") and record.depth is not None:
+        depth_table([record])
+
+
+def usable(
+    records: Iterable[AnyRecord], measurements: Mapping[str, Any] | None = None
+) -> list[Record]:
+    """The records every view can show (`_show_one`); each other one is reported on stderr in
+    one line and skipped, and a `ResultsError` says so when none remains (`showable`)."""
+    return _showable(records_in(records), lambda r: _show_one(r, measurements))
 
 
 def by_measurement(records: Iterable[Record]) -> dict[str, list[Record]]:
@@ -179,7 +206,7 @@ def overview(
     GDU table alone, empty, when there are no records), the summary over seeds when a training
     run has several, the per-depth table when a task spans depths, and with `against="paper"`
     our Table 1 beside the paper's."""
-    records = records_in(records)
+    records = usable(records, measurements)
     parts = []
     for name, found in by_measurement(records).items():
         view = _view(name, measurements)
