@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from epbench.core.estimators import signed_beta
+from epbench.core.liveness import exit_if_orphaned
 from epbench.core.measurement import Cell, Output
 from epbench.core.metrics import gdu_metrics, signal_metrics
 from epbench.core.params import init_params
@@ -142,6 +143,7 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
         **signal_metrics(first.bptt, first.ep),
     }
     if cell.save_traces:
+        exit_if_orphaned()  # a worker whose coordinator is gone writes nothing
         path = save_traces(
             traces_path(cell, output), params=params_np, x=x, y=y, ep=first.ep, bptt=first.bptt
         )

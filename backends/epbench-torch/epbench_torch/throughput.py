@@ -48,22 +48,22 @@ def _best(call: Callable[[], Any], sync: Callable[[], None], min_seconds: float)
 
 def _op_call(op: tuple, kind: dict[str, Any]) -> Callable[[], Any] | None:
     """A closure running `op` once on fresh random operands, or None for an unknown op."""
-    kind = op[0]
-    if kind == "gemm":
+    name = op[0]
+    if name == "gemm":
         _, m, k, n = op
         a, b = torch.rand(m, k, **kind), torch.rand(k, n, **kind)
         out = torch.empty(m, n, **kind)
         return lambda: torch.mm(a, b, out=out)
-    if kind not in ("conv", "conv_t", "conv_w"):
+    if name not in ("conv", "conv_t", "conv_w"):
         return None
     _, batch, c, h, w, o, k, p = op
     x = torch.rand(batch, c, h, w, **kind).contiguous(memory_format=CHANNELS_LAST)
     kernel = torch.rand(o, c, k, k, **kind).contiguous(memory_format=CHANNELS_LAST)
     grad = torch.rand(batch, o, h + 2 * p - k + 1, w + 2 * p - k + 1, **kind)
     grad = grad.contiguous(memory_format=CHANNELS_LAST)
-    if kind == "conv":
+    if name == "conv":
         return lambda: F.conv2d(x, kernel, padding=p)
-    if kind == "conv_t":
+    if name == "conv_t":
         return lambda: F.conv_transpose2d(grad, kernel, padding=p)
     return lambda: conv2d_weight(x, kernel.shape, grad, padding=p)
 
