@@ -23,28 +23,7 @@ from epbench.core.record import read_records
 from epbench.measurements.training import _resumed, _Run
 from epbench.plugins.registry import Registry
 
-TRAIN = """
-description = "tiny training task"
-measure = ["train"]
-dtype = "float32"
-[model]
-setting = "P"
-inputs = 784
-sizes = [10, 16]
-activation = "sigm"
-[dynamics]
-T = 8
-K = 4
-beta = 0.2
-[data]
-source = "mnist"
-batch = 20
-subset = 200
-[train]
-epochs = 2
-lrs = [0.04, 0.08]
-test_batch = 1000
-"""
+TRAIN = (Path(__file__).parent / "support" / "tiny-train.toml").read_text(encoding="utf-8")
 
 
 def epbench(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

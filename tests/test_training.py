@@ -33,28 +33,7 @@ from epbench.run.resolve import RunOptions
 from epbench.run.store import RecordWriter, environment
 from epbench.views.tables import overview, paper_table, seed_summary_table
 
-TINY = """
-description = "tiny training task"
-measure = ["train"]
-dtype = "float32"
-[model]
-setting = "P"
-inputs = 784
-sizes = [10, 16]
-activation = "sigm"
-[dynamics]
-T = 8
-K = 4
-beta = 0.2
-[data]
-source = "mnist"
-batch = 20
-subset = 200
-[train]
-epochs = 2
-lrs = [0.04, 0.08]
-test_batch = 1000
-"""
+TINY = (Path(__file__).parent / "support" / "tiny-train.toml").read_text(encoding="utf-8")
 
 # A learning rate so large that EP's updates overflow float32 within a few steps: inf weights, NaN
 # states and loss. (BPTT's sigmoid saturates first and its gradient vanishes: it stays finite.)
