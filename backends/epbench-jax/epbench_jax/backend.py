@@ -34,17 +34,7 @@ def _cpu_name() -> str:
 
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
-    {
-        "setting",
-        "inputs",
-        "sizes",
-        "input_to",
-        "activation",
-        "epsilon",
-        "clamp",
-        "conv",
-        "feedback_angle",
-    }
+    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle".split()
 )
 
 

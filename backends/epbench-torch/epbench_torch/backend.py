@@ -22,17 +22,7 @@ from .reference_conv import ReferenceConvNetwork, reference_unsupported
 
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
-    {
-        "setting",
-        "inputs",
-        "sizes",
-        "input_to",
-        "activation",
-        "epsilon",
-        "clamp",
-        "conv",
-        "feedback_angle",
-    }
+    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle".split()
 )
 
 
