@@ -87,13 +87,8 @@ class LocalExecutor:
 
     def _pool(self, slot: int) -> ProcessPoolExecutor:
         """The slot's pool; a new one when it has none yet or its worker died."""
-        pool, last = self._pools[slot], self._futures[slot]
-        broken = (
-            last is not None
-            and not last.cancelled()
-            and isinstance(last.exception(), BrokenProcessPool)
-        )
-        if pool is None or broken:
+        pool = self._pools[slot]
+        if pool is None or self._died(slot):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)
             pool = ProcessPoolExecutor(
@@ -105,14 +100,26 @@ class LocalExecutor:
             self._pools[slot] = pool
         return pool
 
+    def _died(self, slot: int) -> bool:
+        """Whether the slot's worker died running its last cell (its pool is broken)."""
+        last = self._futures[slot]
+        return (
+            last is not None
+            and last.done()
+            and not last.cancelled()
+            and isinstance(last.exception(), BrokenProcessPool)
+        )
+
     def submit(
         self, job: CellJob, *, backend: Backend, measurement: Measurement
     ) -> Future[CellOutcome]:
-        """Run `job` in a free slot's worker (backend and measurement are found there by name)."""
+        """Run `job` in a free slot's worker (backend and measurement are found there by name);
+        a slot whose worker died is refilled first, so a dead worker is replaced by the next
+        cell whatever the timing."""
         free = [i for i, f in enumerate(self._futures) if f is None or f.done()]
         if not free:
             raise RuntimeError(f"all {self.jobs} local workers are busy")
-        slot = free[0]
+        slot = min(free, key=lambda i: (not self._died(i), i))
         future = self._pool(slot).submit(run_cell, job)
         self._futures[slot] = future
         return future
