@@ -28,6 +28,7 @@ from epbench.views.format import showable as _showable
 from epbench.views.gdu import format_gdu, gdu_table, layer_table
 from epbench.views.parity import format_parity, parity_table
 from epbench.views.pivot import depth_table, format_value, has_depths
+from epbench.views.profile import format_profile, profile_table
 from epbench.views.rtrl import format_rtrl, rtrl_table
 from epbench.views.speed_tables import format_memory, format_speed, memory_table, speed_table
 from epbench.views.sweep import format_sweep, sweep_table
@@ -98,6 +99,7 @@ BUILTIN: Mapping[str, View] = MappingProxyType(
             title="peak memory of one training step against K (EP flat, BPTT growing):",
         ),
         "parity": View(format=format_parity, table=parity_table),
+        "profile": View(format=format_profile, table=profile_table),
     }
 )
 
