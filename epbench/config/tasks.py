@@ -43,6 +43,7 @@ from epbench.core.spec import (
     FEEDBACK,
     NUDGES,
     SETTINGS,
+    TRAIN_ALGORITHMS,
     ConvSpec,
     DataSpec,
     DynamicsSpec,
@@ -88,6 +89,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "lrs": ("list of positive numbers", False),
         "test_batch": ("positive integer", False),
         "feedback": ("feedback", False),
+        "algorithms": ("algorithms", False),
     },
 }
 _TOP = {
@@ -612,6 +614,15 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
         if not isinstance(value, list) or not all(is_num(v) and v > 0 for v in value):
             fail("a list of finite positive numbers")
         return tuple(float(v) for v in value)
+    elif kind == "algorithms":
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(v not in TRAIN_ALGORITHMS for v in value)
+            or len(set(value)) != len(value)
+        ):
+            fail(f"a non-empty list of distinct algorithms among {', '.join(TRAIN_ALGORITHMS)}")
+        return tuple(value)
     elif kind == "conv table":
         return _conv_table(where, field, value)
     return value

@@ -18,7 +18,9 @@ NUDGES = ("output", "unsaturated")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
 DATA_SOURCES = ("toy", "mnist", "fashion-mnist")
+TRAIN_ALGORITHMS = ("ep", "bptt")  # TrainSpec.algorithms: what `train` may train
 FEEDBACK = ("ep", "frozen")  # TrainSpec.feedback: how independent feedback weights learn
+CELLS = ("phi", "rnn", "lstm")  # ModelSpec.cell: a Φ-network or a standard RNN baseline
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,6 +91,13 @@ class ModelSpec:
                 degrees: asymmetric ("vector-field") dynamics, docs/theory.md §6.5 and §7: layer n+1
                 receives independent feedback weights `B{n+1}_{n}`, initialised at the angle α
                 to `W{n}_{n+1}ᵀ` (`epbench.core.params.init_params`). Fully connected models only.
+    cell        "phi" (the default): the convergent RNN of docs/theory.md §3, `s ← F(x, s, θ)`
+                with F = ∂Φ/∂s. "rnn" or "lstm": a standard recurrent network trained by BPTT
+                only (docs/theory.md §6.4), no primitive Φ: `sizes[1:]` are the widths of
+                stacked tanh-RNN or LSTM layers (layer N reads x at every step, layer n < N the
+                new state of layer n+1) and s⁰ is a linear read-out of the new state of layer 1
+                (canonical parameters in `epbench.core.params`). Setting "P", activation "tanh",
+                fully connected, tied (no feedback angle), `input_to = []`.
     """
 
     setting: str
@@ -100,6 +109,7 @@ class ModelSpec:
     clamp: bool = False
     conv: ConvSpec | None = None
     feedback_angle: float | None = None
+    cell: str = "phi"
 
     @property
     def depth(self) -> int:
@@ -165,12 +175,17 @@ class TrainSpec:
 
     feedback   asymmetric models only: "ep" (the feedback weights learn, by their own EP update in
                EP and by their gradient in BPTT) or "frozen" (they keep their initial values in
-               both algorithms)."""
+               both algorithms).
+    algorithms which of TRAIN_ALGORITHMS `train` trains, in this order. BPTT does not
+               depend on the estimator or β, so an estimator comparison trains BPTT once
+               (`algorithms = ["ep"]` for the other estimators' cells) and the tables pair each
+               EP run with the BPTT run of the same model and seed."""
 
     epochs: int = 1
     lrs: tuple[float, ...] = ()
     test_batch: int = 1000
     feedback: str = "ep"
+    algorithms: tuple[str, ...] = TRAIN_ALGORITHMS
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -19,7 +19,6 @@ from epbench.core.params import init_params
 from epbench.core.paths import output_path
 from epbench.core.protocols import Backend
 from epbench.measurements.training import (
-    ALGORITHMS,
     TrainingData,
     paired_difference,
     run_key,
@@ -28,12 +27,13 @@ from epbench.measurements.training import (
 
 
 def run(cell: Cell, backend: Backend, data: TrainingData, output: Output) -> dict[str, Any]:
-    """Train the cell with each algorithm of ALGORITHMS, EP first: the record's fields."""
+    """Train the cell with each algorithm of `train.algorithms` (EP first by default): the
+    record's fields."""
     spec = cell.spec
     initial = init_params(spec.model, seed=cell.seed, dtype=cell.dtype)
     beta, symmetric = signed_beta(spec.dynamics, seed=cell.seed)
     results, paths = {}, {}
-    for algorithm in ALGORITHMS:
+    for algorithm in spec.train.algorithms:
         path = checkpoint_path(
             output_path(output.folder, "checkpoints"),
             cell=spec.cell,
@@ -65,7 +65,7 @@ def run(cell: Cell, backend: Backend, data: TrainingData, output: Output) -> dic
         "metrics": {
             "train": results,
             "ep_minus_bptt": {
-                key: paired_difference(results["ep"], results["bptt"], key)
+                key: paired_difference(results.get("ep"), results.get("bptt"), key)
                 for key in ("test_error", "train_error")
             },
         },

@@ -16,11 +16,14 @@ use `epbench.core.estimators.signed_beta` (a fixed ±β, or the symmetric ±β p
 Per epoch the record gets the online train error (the errors the step reports at the free fixed
 point, before that step's update, as the paper counts them), the test error of the free phase
 (`predict` after T steps, in test batches of `train.test_batch`), the mean loss, the training
-wall-clock (device synchronised before each clock read; the test evaluation is timed apart), and
-the run gets samples/s, the process's peak memory and the warm-up time (building the network, the
-first training step and the first test predictions on a throw-away copy of the weights, which is
-where JIT compilation happens). Losses and errors are summed as backend 0-d arrays and read once
-every `CHECK_EVERY` steps (the divergence check, one device sync) and at the end of the epoch.
+wall-clock (device synchronised before each clock read; the test evaluation is timed apart), the
+Frobenius norm of every parameter (`weight_norm.<name>`) and the free phase's per-example residual
+on the first test images (`free_residual`) — what shows a run drifting away from its fixed points
+over long training. The run gets samples/s, the process's peak memory and the warm-up time
+(building the network, the first training step and the first test predictions on a throw-away
+copy of the weights, which is where JIT compilation happens). Losses and errors are summed as
+backend 0-d arrays and read once every `CHECK_EVERY` steps (the divergence check, one device
+sync) and at the end of the epoch.
 
 Asymmetric models (`model.feedback_angle`): `train.feedback = "frozen"` gives the feedback
 weights `B{n+1}_{n}` the learning rate 0 in both algorithms (`params.learning_rates`), and every
@@ -64,10 +67,12 @@ from epbench.core.protocols import Backend, Network
 from epbench.core.spec import TaskSpec
 
 ALGORITHMS = ("ep", "bptt")
-CURVES = ("train_error", "test_error", "loss", "epoch_seconds", "test_seconds")
+CURVES = ("train_error", "test_error", "loss", "epoch_seconds", "test_seconds", "free_residual")
 SHUFFLE_STREAM = 1  # second entry of the generator seeds [seed, stream, epoch]
 STREAMS = {"shuffle": SHUFFLE_STREAM, "nudge": NUDGE_STREAM}
 ANGLE_CURVE = "feedback_angle_deg"  # per-epoch curve prefix of asymmetric models
+NORM_CURVE = "weight_norm"  # per-epoch curve prefix: the Frobenius norm of each parameter
+RESIDUAL_IMAGES = 1000  # test images whose free-phase residual is recorded after each epoch
 CHECK_EVERY = 50  # training steps between divergence checks (one device sync each)
 PROGRESS = ("bar", "lines")  # a tqdm bar (a terminal) or plain lines (a log file)
 LINE_SECONDS = 60.0  # "lines" progress: at most one line per this many seconds within an epoch
@@ -339,6 +344,7 @@ def train_algorithm(
     key = run_key(spec)
     curves: dict[str, list[float]] = {name: [] for name in CURVES}
     curves.update({f"{ANGLE_CURVE}.{name}": [] for name in feedback_names(spec.model)})
+    curves.update({f"{NORM_CURVE}.{name}": [] for name in initial})
     run = _Run(params=initial, curves=curves)
     expected = {"key": key, "algorithm": algorithm, "seed": seed, "steps": steps_per_epoch}
     if resume:
@@ -452,7 +458,7 @@ def _record_epoch(
 ) -> None:
     """Append one finished epoch to the curves: the test error of the free phase (timed apart),
     the online train error and the mean loss (from the epoch's summed `loss` and `errors`), its
-    `seconds`, and the feedback angles."""
+    `seconds`, the feedback angles, each parameter's norm and the free-phase residual."""
     loss_sum, errors_sum, seconds = sums["loss"], sums["errors"], sums["seconds"]
     B = spec.data.batch
     start = time.perf_counter()
@@ -464,10 +470,29 @@ def _record_epoch(
     curves["epoch_seconds"].append(seconds)
     for name, angle in feedback_angles_deg(now).items():
         curves[f"{ANGLE_CURVE}.{name}"].append(angle)
+    with np.errstate(over="ignore"):  # a huge but finite parameter has the norm inf
+        for name, value in now.items():
+            curves[f"{NORM_CURVE}.{name}"].append(float(np.linalg.norm(value)))
+    curves["free_residual"].append(free_residual(net, params, data, steps=spec.dynamics.T))
 
 
-def paired_difference(ep: dict[str, Any], bptt: dict[str, Any], key: str) -> float | None:
-    """EP − BPTT of the last epoch's `key` (percent points), when both runs completed it."""
+def free_residual(net: Network, params: Any, data: TrainingData, *, steps: int) -> float:
+    """How far the free phase is from its fixed point after `steps` (= T) steps, per example:
+    ‖s_T − s_{T−1}‖ over the first RESIDUAL_IMAGES test images (all layers), divided by the
+    square root of their number (docs/theory.md §4, residual). A value that grows over the epochs
+    means the weights drive the dynamics away from a fixed point within T steps."""
+    x = data.x_test[:RESIDUAL_IMAGES]
+    _, residual = net.free_phase(params, x, steps=steps)
+    return float(residual) / math.sqrt(len(x))
+
+
+def paired_difference(
+    ep: dict[str, Any] | None, bptt: dict[str, Any] | None, key: str
+) -> float | None:
+    """EP − BPTT of the last epoch's `key` (percent points), when both runs completed it (None
+    when either was not trained in this cell: `train.algorithms`)."""
+    if ep is None or bptt is None:
+        return None
     if ep["status"] != "ok" or bptt["status"] != "ok" or not ep[key] or not bptt[key]:
         return None
     return ep[key][-1] - bptt[key][-1]
