@@ -341,3 +341,42 @@ def test_epoch_batches() -> None:
     assert not np.array_equal(seen, np.arange(9))  # shuffled (fixed seed: not the identity)
     with pytest.raises(DataError):
         data.epoch_batches(2, batch=3, rng=np.random.default_rng(0))
+
+
+# --- downloads go through pooch; files present mean no network -----------------------------
+
+
+def test_downloads_go_through_pooch(
+    mnist_files: dict[str, Path], isolated: Path, monkeypatch: pytest.MonkeyPatch, serve
+) -> None:
+    import pooch
+
+    calls, retrieve = [], pooch.retrieve
+
+    def counted(url: str, **kwargs: object) -> str:
+        calls.append((url, kwargs["known_hash"]))
+        return retrieve(url, **kwargs)
+
+    served = isolated.parent / "served"
+    served.mkdir()
+    shutil.copy(mnist_files[TEST_FILES[1]], served / f"{TEST_FILES[1]}.gz")
+    monkeypatch.setattr(pooch, "retrieve", counted)
+    monkeypatch.setenv("EPBENCH_MIRRORS", serve(served))
+    path = data.find_file("mnist", TEST_FILES[1])
+    assert path == isolated / "mnist" / f"{TEST_FILES[1]}.gz"
+    gz_sha = data.CHECKSUMS["mnist"][TEST_FILES[1]][0]
+    assert [hash for _, hash in calls] == [f"sha256:{gz_sha}"]
+    assert calls[0][0].startswith("http://127.0.0.1:") and calls[0][0].endswith(".gz")
+
+
+def test_files_present_mean_no_network(
+    mnist_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a network connection was attempted with the files present")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    assert set(data.fetch_files("mnist")) == set(data.CHECKSUMS["mnist"])
+    x, _ = data.load_split("mnist", "test")
+    assert x.shape == (10000, 784)

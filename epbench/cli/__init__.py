@@ -11,10 +11,13 @@
     epbench compare OLD NEW              speed records before/after; exit 1 on a regression
     epbench plot RESULTS… [--out DIR]    figures (needs the `plot` extra: matplotlib)
     epbench report RESULTS… --out DIR    one Markdown + HTML page with tables and figures
+    epbench query RESULTS… "SQL"|NAME    SQL on the records (DuckDB); `--list` the named ones
+    epbench export RESULTS… OUT          the records' flat table as Parquet or CSV
 
 One module per group of commands: `inspect` (backends, tasks, plugins), `run` (run, parity,
-profile), `tables` (table, compare), `figures` (plot, report); `options` holds what they share and
-`group` the group itself (`make_cli`), its plugin commands and its one-line errors.
+profile), `tables` (table, compare), `figures` (plot, report), `query` (query, export);
+`options` holds what they share and `group` the group itself (`make_cli`), its plugin commands
+and its one-line errors.
 
 `cli` is a group built at import (`make_cli()`); `main(argv)` runs a fresh one and returns the
 exit code. Bad input (unknown names, invalid task files, malformed data, bad options) prints one

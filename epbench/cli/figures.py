@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from epbench.cli.options import PATH, OneOf
+from epbench.cli.options import PATH, OneOf, registry_of
 from epbench.core.errors import EpbenchError
 from epbench.core.record import read_records
 from epbench.views.plots import FORMATS, figures, require_matplotlib, save
@@ -51,17 +51,20 @@ def plot(results: tuple[Path, ...], out: Path, fmt: str) -> int:
 @RESULTS
 @click.option("--out", type=PATH, required=True, help="folder for the page and figures")
 @click.option("--format", "fmt", type=OneOf(("png", "svg")), default="png", show_default=True)
-def report(results: tuple[Path, ...], out: Path, fmt: str) -> int:
+@click.pass_context
+def report(ctx: click.Context, results: tuple[Path, ...], out: Path, fmt: str) -> int:
     """Write a Markdown and HTML report with tables and figures.
 
     Writes report.md, report.html and the figures under --out and prints their paths (a
-    warning on stderr when the figures could not be drawn); returns 0."""
+    warning on stderr when the figures could not be drawn); returns 0. Each measurement's
+    records are shown by its registered views."""
     from epbench.views.report import write_report
 
     records = read_records(list(results))
     if not records:
         raise EpbenchError(f"{', '.join(map(str, results))}: expected records, found none")
-    written = write_report(records, out=out, fmt=fmt)
+    measurements = registry_of(ctx).get_measurements()
+    written = write_report(records, out=out, fmt=fmt, measurements=measurements)
     for note in written["notes"]:
         if note.startswith("figures:"):
             print(f"epbench: warning: {note}", file=sys.stderr)

@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from epbench.cli import figures, inspect, run, tables
+from epbench.cli import figures, inspect, query, run, tables
 from epbench.cli.options import registry_of
 from epbench.core.errors import EpbenchError
 
@@ -35,6 +35,8 @@ BUILTIN_COMMANDS: tuple[click.Command, ...] = (
     tables.compare,
     figures.plot,
     figures.report,
+    query.query,
+    query.export,
 )
 INTERRUPTED = 130
 # click ≥ 8.2 raises this usage error (exit 2, the help on stderr) for a bare `epbench`

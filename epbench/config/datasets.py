@@ -9,10 +9,11 @@ raw. They are looked up, in this order, in:
 
 In each of these roots the files may sit in `<root>/<dataset>/` or in `<root>/` itself, as `NAME.gz`
 or as the uncompressed `NAME`. Every file is checked against its known SHA-256 (of the `.gz`, or of
-the uncompressed IDX) before use. A file found nowhere is downloaded (unless `download=False`) from
-the public mirrors, or from the comma-separated base URLs of `EPBENCH_MIRRORS`, into
-`<cache>/<dataset>/`: streamed to a temporary file in that folder, verified, then renamed into
-place, so no partial or corrupted file is ever left behind.
+the uncompressed IDX) before use (pooch's `file_hash`). A file found nowhere is downloaded (unless
+`download=False`) through pooch from the public mirrors, tried in order, or from the
+comma-separated base URLs of `EPBENCH_MIRRORS`, into `<cache>/<dataset>/`: streamed to a temporary
+file in that folder, verified, then moved into place, so no partial or corrupted file is ever
+left behind. A file found locally is used without any network access.
 
 Every problem with a file is a `DataError` whose message is one line naming the file.
 """
@@ -20,13 +21,13 @@ Every problem with a file is a `DataError` whose message is one line naming the 
 from __future__ import annotations
 
 import gzip
-import hashlib
+import logging
 import os
+import re
 import sys
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import MappingProxyType
 
@@ -99,7 +100,6 @@ MIRRORS = MappingProxyType(
 )
 HOW_TO_PROVIDE = "put the IDX files in a folder and pass --data-dir DIR or set EPBENCH_DATA=DIR"
 TIMEOUT_S = 30.0
-MAX_DOWNLOAD_BYTES = 64 << 20  # the largest file (Fashion-MNIST train images) is about 26 MB
 IMAGES_MAGIC, LABELS_MAGIC = 2051, 2049
 CLASSES = 10
 
@@ -288,17 +288,11 @@ def _checksums(dataset: str) -> MappingProxyType:
     return CHECKSUMS[dataset]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, expected: str, *, dataset: str) -> None:
+    import pooch  # a well-kept library does the hashing and the downloads; imported on use
+
     try:
-        found = _sha256(path)
+        found = pooch.file_hash(str(path), alg="sha256")
     except OSError as err:
         raise DataError(f"cannot read {path}: {err.strerror or err}") from None
     if found == expected:
@@ -331,7 +325,12 @@ def _mirrors(dataset: str) -> tuple[str, ...]:
 
 
 def _download(dataset: str, name: str, expected: str, *, looked: str) -> Path:
-    """Try each mirror in turn; return the verified file `<cache>/<dataset>/NAME.gz`."""
+    """Fetch `NAME.gz` from the first mirror that serves it whole into `<cache>/<dataset>/`,
+    through pooch: streamed to a temporary file in that folder, its SHA-256 checked, then moved
+    into place (a wrong or partial download is deleted). Returns the verified file."""
+    import pooch
+    import requests
+
     folder = cache_dir() / dataset
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -339,65 +338,50 @@ def _download(dataset: str, name: str, expected: str, *, looked: str) -> Path:
         raise DataError(
             f"{looked}; cannot create the cache folder {folder}: {_short(err)}; {HOW_TO_PROVIDE}"
         ) from None
-    target, failures = folder / f"{name}.gz", []
-    for base in _mirrors(dataset):
-        url = base.rstrip("/") + f"/{name}.gz"
+    downloader = pooch.HTTPDownloader(progressbar=sys.stderr.isatty(), timeout=TIMEOUT_S)
+    failures = []
+    for url in (base.rstrip("/") + f"/{name}.gz" for base in _mirrors(dataset)):
         try:
-            found = _fetch(url, target, expected=expected)
-        except (OSError, ValueError) as err:  # URLError, HTTPError and timeouts are OSErrors
+            with _quiet(pooch.get_logger()):  # errors are ours to report, in one line
+                found = pooch.retrieve(
+                    url,
+                    known_hash=f"sha256:{expected}",
+                    fname=f"{name}.gz",
+                    path=folder,
+                    downloader=downloader,
+                )
+        except ValueError as err:  # pooch: the downloaded file's hash is not the known one
+            failures.append(f"{url}: checksum mismatch ({_short(err)})")
+        except (OSError, requests.RequestException) as err:  # HTTP errors, refusals, timeouts
             failures.append(f"{url}: {_short(err)}")
-            continue
-        if found == expected:
-            return target
-        failures.append(
-            f"{url}: checksum mismatch (expected {expected[:12]}…, found {found[:12]}…)"
-        )
+        else:
+            return Path(found)
     raise DataError(f"{looked}; download failed: {'; '.join(failures)}; {HOW_TO_PROVIDE}")
 
 
-def _fetch(url: str, target: Path, *, expected: str) -> str:
-    """Stream `url` into a temporary file beside `target` and return its SHA-256.
-
-    The file is renamed to `target` (atomically, `os.replace`) only when the digest is `expected`;
-    in every other case, including errors and interrupts, the temporary file is removed.
-    """
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+@contextmanager
+def _quiet(logger: logging.Logger) -> Iterator[None]:
+    """`logger` at WARNING for the block (pooch announces each download at INFO on stderr; the
+    progress bar on a terminal says as much), then at its level again."""
+    level = logger.level
+    logger.setLevel(logging.WARNING)
     try:
-        digest, done, progress = hashlib.sha256(), 0, sys.stderr.isatty()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
-            total = int(resp.headers.get("Content-Length") or 0)
-            while chunk := resp.read(1 << 16):
-                done += len(chunk)
-                if done > MAX_DOWNLOAD_BYTES:
-                    raise ValueError(f"stopped after {MAX_DOWNLOAD_BYTES >> 20} MiB")
-                digest.update(chunk)
-                out.write(chunk)
-                if progress:
-                    share = f" {100 * done // total}%" if total else ""
-                    print(
-                        f"\rdownloading {url}: {done / 1e6:.1f} MB{share}", end="", file=sys.stderr
-                    )
-        if progress:
-            print(file=sys.stderr)
-        found = digest.hexdigest()
-        if found == expected:
-            os.replace(tmp, target)
-        return found
+        yield
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        logger.setLevel(level)
 
 
 def _short(err: BaseException, limit: int = 80) -> str:
-    """One short line for an exception: `HTTP 404 Not Found`, `[Errno 111] Connection refused`."""
-    if isinstance(err, urllib.error.HTTPError):
-        text = f"HTTP {err.code} {err.reason}"
-    elif isinstance(err, urllib.error.URLError):
-        text = str(err.reason)
+    """One short line for an exception: `HTTP 404 Not Found`, `Connection refused`."""
+    response = getattr(err, "response", None)
+    if response is not None and getattr(response, "status_code", None):
+        text = f"HTTP {response.status_code} {response.reason}"
     elif isinstance(err, OSError) and err.strerror:
         text = err.strerror
     else:
         text = str(err)
+        refused = re.search(r"\[Errno -?\d+\] [^'\"\])]+", text)
+        text = refused.group(0) if refused else text
     text = " ".join(text.split()) or type(err).__name__
     return text if len(text) <= limit else text[: limit - 1] + "…"
 

@@ -1,16 +1,22 @@
-"""One self-contained report page (Markdown and HTML) from run records: tables, figures, the
+"""One self-contained report page (Markdown and HTML) from run records: a sortable table of every
+record, a section per measurement with its view's table, a section per run, the figures, the
 environment of each run, and links between them.
 
-What comes in: records (`epbench.core.record.read_records`, or the run loop's dicts), an output
-folder and an image format. What goes out: `<out>/report.md`, `<out>/report.html` and the figures
-(`epbench.views.plots`) beside them, referenced by relative paths, so the folder can be moved or
-published as a whole. Without matplotlib the page still holds every table and says how to
-install the `plot` extra.
+What comes in: records (`epbench.core.record.read_records`, or the run loop's dicts), the
+registry's measurements (`{name: Measurement}`; their views show their records, the suite's own
+views `epbench.views.tables.BUILTIN` stand in for a measurement not registered), an output
+folder and an image format. What goes out: `<out>/report.md`, `<out>/report.html` and the
+figures (`epbench.views.plots`) beside them, referenced by relative paths, so the folder can be
+moved or published as a whole. Without matplotlib the page still holds every table and says
+how to install the `plot` extra.
 
-The page is built once as a list of blocks (heading, paragraph, table, image) and rendered to both
-formats; tables are the views of the records (epbench.views, GitHub Markdown), converted to
-HTML here. Anchors: `run-N` (record N, in file order), `fig-NAME` (a figure), `env-N` (an
-environment).
+The page is built once, from the records, as a list of blocks (heading, paragraph, list, table,
+image) and rendered to both formats by the Jinja templates `templates/report.md.j2` and
+`templates/report.html.j2`. The sections come from the measurements the records hold, so a new
+measurement or figure appears without editing this module. Tables are data (headers, rows of
+inline Markdown); a view's table, which the views give as GitHub Markdown, is split into its
+cells once (`view_table`). Anchors: `run-N` (record N, in file order), a measurement's name
+(`gdu`, `training` for `train`), `fig-NAME` (a figure), `env-N` (an environment).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,17 +34,22 @@ from epbench.core.paths import make_folder, output_path
 from epbench.core.record import Record
 from epbench.core.version import __version__
 from epbench.views.format import AnyRecord, heading, records_in
-from epbench.views.gdu import gdu_table, layer_table
-from epbench.views.parity import parity_table
 from epbench.views.pivot import depth_table, has_depths
 from epbench.views.plots import MissingExtraError, Plot, batch_size, figures, save
-from epbench.views.rtrl import rtrl_table
-from epbench.views.speed_tables import memory_table, speed_table
-from epbench.views.sweep import sweep_table
-from epbench.views.tables import format_record, usable
-from epbench.views.train import paper_table, seed_summary_table, train_table
+from epbench.views.tables import (
+    BUILTIN,
+    format_record,
+    generic_table,
+    paper_table,
+    seed_summary_table,
+    usable,
+)
+from epbench.views.tables import by_measurement as grouped
 
 MARKDOWN, HTML = "report.md", "report.html"
+# Section headings of the measurements whose view has no title of its own.
+TITLES = {"gdu": "GDU runs", "train": "Training runs"}
+ANCHORS = {"train": "training"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -48,6 +59,7 @@ class Heading:
     level: int
     text: str
     anchor: str | None = None
+    kind: str = "heading"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,13 +67,17 @@ class Para:
     """A paragraph."""
 
     text: str  # inline Markdown: [text](href) links and `code` only
+    kind: str = "para"
 
 
 @dataclass(frozen=True, kw_only=True)
 class Table:
-    """A table."""
+    """A table: headers and rows of inline Markdown, and the table as GitHub Markdown."""
 
-    markdown: str  # a GitHub Markdown table (tabulate's "github" format)
+    headers: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    markdown: str
+    kind: str = "table"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,6 +85,7 @@ class Bullets:
     """A bulleted list."""
 
     items: tuple[str, ...]  # inline Markdown, like Para
+    kind: str = "bullets"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,9 +95,36 @@ class Image:
     src: str
     alt: str
     caption: str
+    kind: str = "image"
 
 
 Block = Heading | Para | Bullets | Table | Image
+
+
+# --- tables ---
+
+
+def _cells(line: str) -> tuple[str, ...]:
+    return tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
+
+
+def view_table(markdown: str) -> Table:
+    """A view's GitHub Markdown table (header, separator, rows) as a `Table`; text that is no
+    table becomes a table of one column holding its lines."""
+    lines = [line for line in markdown.strip().splitlines() if line.strip()]
+    if len(lines) < 2 or not all(line.lstrip().startswith("|") for line in lines):
+        return Table(headers=("",), rows=tuple((line,) for line in lines), markdown=markdown)
+    rows = tuple(_cells(line) for line in lines[2:])
+    return Table(headers=_cells(lines[0]), rows=rows, markdown=markdown.strip())
+
+
+def data_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    """A table built here from values (None shown as —)."""
+    from tabulate import tabulate
+
+    text = tuple(tuple("—" if v is None else str(v) for v in row) for row in rows)
+    markdown = tabulate(text, headers=list(headers), tablefmt="github", disable_numparse=True)
+    return Table(headers=tuple(headers), rows=text, markdown=markdown)
 
 
 # --- rendering ---
@@ -89,10 +133,10 @@ Block = Heading | Para | Bullets | Table | Image
 _INLINE = re.compile(r"\[((?:[^\[\]]|\[[^\[\]]*\])+)\]\(([^)\s]+)\)|`([^`]+)`")
 
 
-def _inline_html(text: str) -> str:
+def inline_html(text: str) -> str:
     """Escape `text` for HTML, turning [text](href) into links and `code` into <code>."""
     out, last = [], 0
-    for match in _INLINE.finditer(text):
+    for match in _INLINE.finditer(str(text)):
         out.append(html.escape(text[last : match.start()]))
         if match.group(3) is not None:
             out.append(f"<code>{html.escape(match.group(3))}</code>")
@@ -104,104 +148,53 @@ def _inline_html(text: str) -> str:
     return "".join(out)
 
 
-def _cells(line: str) -> list[str]:
-    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+def _environment(*, autoescape: bool) -> Any:
+    import jinja2
+    from markupsafe import Markup
 
-
-def table_html(markdown: str) -> str:
-    """A GitHub Markdown table (header, separator, rows) as an HTML table."""
-    lines = [line for line in markdown.strip().splitlines() if line.strip()]
-    if len(lines) < 2:
-        return f"<pre>{html.escape(markdown)}</pre>"
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in _cells(lines[0]))
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(line)) + "</tr>"
-        for line in lines[2:]
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("epbench.views", "templates"),
+        autoescape=autoescape,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
     )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    env.filters["inline"] = lambda text: Markup(inline_html(str(text)))
+    env.filters["one_line"] = lambda text: " ".join(str(text).split())
+    env.filters["md_alt"] = lambda text: str(text).replace("[", "\\[").replace("]", "\\]")
+    return env
 
 
 def render_markdown(blocks: Sequence[Block]) -> str:
-    """The page as Markdown: the blocks one after the other, a blank line between them."""
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            anchor = f'<a id="{block.anchor}"></a>\n\n' if block.anchor else ""
-            parts.append(f"{anchor}{'#' * block.level} {block.text}")
-        elif isinstance(block, Para):
-            parts.append(block.text)
-        elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, Table):
-            parts.append(block.markdown.strip())
-        else:
-            caption = " ".join(block.caption.split())
-            alt = block.alt.replace("[", "\\[").replace("]", "\\]")
-            parts.append(f"![{alt}]({block.src})\n\n*{caption}*")
-    return "\n\n".join(parts) + "\n"
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 80rem; margin: 2rem auto; padding: 0 1rem;
-       line-height: 1.45; color: #222; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.85rem; }
-th, td { border: 1px solid #ccc; padding: 0.2rem 0.5rem; text-align: left; }
-th { background: #f3f3f3; }
-figure { margin: 1rem 0; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-figcaption { font-size: 0.85rem; color: #444; }
-code { background: #f5f5f5; padding: 0 0.2rem; }
-"""
+    """The page as Markdown (templates/report.md.j2)."""
+    return _environment(autoescape=False).get_template("report.md.j2").render(blocks=blocks)
 
 
 def render_html(blocks: Sequence[Block], *, title: str) -> str:
-    """The page as one HTML document titled `title`, with its style sheet inline."""
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            anchor = f' id="{html.escape(block.anchor)}"' if block.anchor else ""
-            parts.append(f"<h{block.level}{anchor}>{_inline_html(block.text)}</h{block.level}>")
-        elif isinstance(block, Para):
-            parts.append(f"<p>{_inline_html(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            items = "".join(f"<li>{_inline_html(item)}</li>" for item in block.items)
-            parts.append(f"<ul>{items}</ul>")
-        elif isinstance(block, Table):
-            parts.append(table_html(block.markdown))
-        else:
-            src, alt = html.escape(block.src, quote=True), html.escape(block.alt, quote=True)
-            caption = "<br>".join(html.escape(line) for line in block.caption.splitlines())
-            parts.append(
-                f'<figure><a href="{src}"><img src="{src}" alt="{alt}"></a>'
-                f"<figcaption>{caption}</figcaption></figure>"
-            )
-    body = "\n".join(parts)
-    return (
-        '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
-        f"{body}\n</body>\n</html>\n"
-    )
+    """The page as one HTML document titled `title`, its style sheet and the table sorting
+    inline (templates/report.html.j2): no file outside the folder is needed."""
+    template = _environment(autoescape=True).get_template("report.html.j2")
+    return template.render(blocks=blocks, title=title)
 
 
 # --- content ---
 
 
 def _text_blocks(text: str) -> list[Block]:
-    """Split the text of `epbench.views.tables.format_record` into tables (lines starting with
-    `|`) and paragraphs (every other line)."""
+    """Split the text of a view (`format_record`) into tables (lines starting with `|`) and
+    paragraphs (every other line)."""
     blocks: list[Block] = []
     table: list[str] = []
-    for line in text.splitlines():
+    for line in [*text.splitlines(), ""]:
         if line.startswith("|"):
             table.append(line)
             continue
         if table:
-            blocks.append(Table(markdown="\n".join(table)))
+            blocks.append(view_table("\n".join(table)))
             table = []
         if line.strip():
             blocks.append(Para(text=line))
-    if table:
-        blocks.append(Table(markdown="\n".join(table)))
     return blocks
 
 
@@ -227,17 +220,12 @@ def environments(records: Sequence[AnyRecord]) -> tuple[list[dict[str, Any]], li
     return distinct, index
 
 
-def _anchor(i: int, record: Record) -> str:
-    """GDU and training records have a section each; parity records share the parity table."""
-    return "parity" if record.measurement == "parity" else f"run-{i + 1}"
+def _link(i: int, record: Record) -> str:
+    return f"[{record.cell} · {record.backend} · seed {record.seed}](#run-{i + 1})"
 
 
 def _links(indices: Sequence[int], records: Sequence[Record]) -> str:
-    return ", ".join(
-        f"[{records[i].cell} · {records[i].backend} · seed {records[i].seed}]"
-        f"(#{_anchor(i, records[i])})"
-        for i in indices
-    )
+    return ", ".join(_link(i, records[i]) for i in indices)
 
 
 def _config(record: Record, section: str) -> dict[str, Any]:
@@ -265,28 +253,77 @@ class _Page:
     """What the sections of one page share."""
 
     records: list[Record]
+    measurements: Mapping[str, Any]
     env_of: list[int]
     per_run: dict[int, Plot]  # the GDU curves of a record
     across: list[Plot]  # the figures across records
     fmt: str
 
-    def indices(self, measurement: str) -> list[int]:
-        return [i for i, r in enumerate(self.records) if r.measurement == measurement]
+
+def _section_title(name: str) -> str:
+    """A measurement's section heading: its own (`TITLES`), its view's title, or its name."""
+    builtin = BUILTIN.get(name)
+    title = TITLES.get(name) or (builtin.title if builtin is not None else "") or name
+    return title.rstrip(":")[:1].upper() + title.rstrip(":")[1:]
+
+
+def _view_table(name: str, found: Sequence[Record], measurements: Mapping[str, Any]) -> str:
+    """The table of measurement `name`'s view: the registered measurement's, else the suite's
+    own, else the generic one (as `epbench.views.tables.overview` chooses)."""
+    view = measurements.get(name) or BUILTIN.get(name)
+    return view.table(found) if view is not None else generic_table(found)
+
+
+def _sections(page: _Page) -> list[tuple[str, str, list[int]]]:
+    """(title, anchor, record indices) of each measurement the records hold, in the overview's
+    order (`epbench.views.tables.by_measurement`)."""
+    index = {id(r): i for i, r in enumerate(page.records)}
+    return [
+        (
+            _section_title(name),
+            ANCHORS.get(name, name),
+            [index[id(r)] for r in found],
+        )
+        for name, found in grouped(page.records).items()
+    ]
+
+
+def _records_table(page: _Page) -> Table:
+    """Every record in one sortable table: a link to its section, its identity, status, when and
+    where it ran (commit, a link to its environment)."""
+    rows = [
+        (
+            f"[{i + 1}](#run-{i + 1})",
+            r.cell,
+            r.measurement,
+            r.backend,
+            r.device,
+            r.dtype,
+            r.seed,
+            r.status,
+            r.started,
+            str(r.environment.get("commit") or "")[:10] or None,
+            f"[{page.env_of[i] + 1}](#env-{page.env_of[i] + 1})",
+        )
+        for i, r in enumerate(page.records)
+    ]
+    headers = ("run", "cell", "measurement", "backend", "device", "dtype", "seed", "status")
+    return data_table((*headers, "started", "commit", "environment"), rows)
 
 
 def _intro(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> list[Block]:
-    """The title, what the page holds and where it comes from, the contents."""
+    """The title, what the page holds and where it comes from, the contents, every record."""
     records = page.records
-    gdu, train, parity = (page.indices(m) for m in ("gdu", "train", "parity"))
+    sections = _sections(page)
     sources = sorted({r.file for r in records if r.file})
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     # names only, not links: the page is often published without the (large) results folder
     source_names = ", ".join(f"`{Path(s).name}`" for s in sources)
+    counts = ", ".join(f"{len(found)} {name}" for name, found in grouped(records).items())
     contents = [
-        ("GDU runs", "gdu", gdu),
-        ("Training runs", "training", train),
-        *((title, anchor, [table]) for title, anchor, table in _measurement_tables(records)),
-        ("Parity", "parity", parity),
+        ("Records", "records", records),
+        *((title, anchor, found) for title, anchor, found in sections),
+        ("By depth", "depth", [True] if has_depths(records) else []),
         ("Figures across runs", "figures", page.across),
         ("Environments", "environments", envs),
         ("Not drawn", "notes", notes),
@@ -294,17 +331,19 @@ def _intro(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> lis
     return [
         Heading(level=1, text="epbench report"),
         Para(
-            text=f"Records: {len(records)} ({len(gdu)} GDU, {len(train)} training, {len(parity)} "
-            f"parity), from {source_names or 'records passed in'}; generated {stamp} by epbench "
+            text=f"Records: {len(records)} ({counts or 'none'}), from "
+            f"{source_names or 'records passed in'}; generated {stamp} by epbench "
             f"{__version__}. Each run links to its environment and figures; each figure lists "
-            "the runs it shows."
+            "the runs it shows. Click a column's heading to sort a table."
         ),
         Para(text="Contents: " + " · ".join(f"[{t}](#{a})" for t, a, items in contents if items)),
+        Heading(level=2, text="Records", anchor="records"),
+        _records_table(page),
     ]
 
 
 def _run_section(page: _Page, i: int) -> list[Block]:
-    """One record's section: heading, settings, environment, figures, its tables."""
+    """One record's section: heading, settings, environment, figures, its view's text."""
     record = page.records[i]
     shown = [p for p in page.across if i in p.records]
     also = ", ".join(f"[{p.title}](#fig-{p.name})" for p in shown)
@@ -316,45 +355,42 @@ def _run_section(page: _Page, i: int) -> list[Block]:
             f"(#env-{page.env_of[i] + 1}).{source}" + (f" Figures: {also}." if also else "")
         ),
     ]
-    training = record.measurement == "train"
-    if record.status in ("skipped", "failed") or (not training and record.status != "ok"):
+    if record.status in ("skipped", "failed") or (
+        record.measurement != "train" and record.status != "ok"
+    ):
         return [*blocks, Para(text=f"Reason: {record.reason}")]
-    if training:  # per-epoch table, speed, memory, warm-up (and why it diverged)
-        return blocks + _text_blocks(format_record(record))[1:]
-    blocks.append(Table(markdown=layer_table(record)))
-    blocks.extend(_text_blocks(format_record(record))[-1:])
+    blocks += _text_blocks(format_record(record, page.measurements))[1:]
     if i in page.per_run:
         blocks.extend(_image(page.per_run[i], page.fmt))
     return blocks
 
 
-def _runs(page: _Page) -> list[Block]:
-    """The GDU and the training sections: their tables, then one section per run."""
-    blocks: list[Block] = []
-    gdu, train = page.indices("gdu"), page.indices("train")
-    if gdu:
-        blocks.append(Heading(level=2, text="GDU runs", anchor="gdu"))
-        blocks.append(Table(markdown=gdu_table([page.records[i] for i in gdu])))
-        blocks.append(Para(text=f"Runs: {_links(gdu, page.records)}."))
-        for i in gdu:
-            blocks += _run_section(page, i)
-    if train:
-        chosen = [page.records[i] for i in train]
-        blocks.append(Heading(level=2, text="Training runs", anchor="training"))
-        blocks.append(Table(markdown=train_table(chosen)))
+def _measurement_section(page: _Page, title: str, anchor: str, found: list[int]) -> list[Block]:
+    """A measurement's section: its view's table (training: also over seeds and against the
+    paper), links to its runs, one section per run."""
+    name = page.records[found[0]].measurement
+    chosen = [page.records[i] for i in found]
+    blocks: list[Block] = [
+        Heading(level=2, text=title, anchor=anchor),
+        view_table(_view_table(name, chosen, page.measurements)),
+    ]
+    if name == "train":
         blocks.append(Para(text="Over seeds (final epoch; EP − BPTT paired by seed):"))
-        blocks.append(Table(markdown=seed_summary_table(chosen)))
+        blocks.append(view_table(seed_summary_table(chosen)))
         blocks.append(Para(text="Against the paper (docs/theory.md §5, Table 1):"))
-        blocks.append(Table(markdown=paper_table(chosen)))
-        blocks.append(Para(text=f"Runs: {_links(train, page.records)}."))
-        for i in train:
-            blocks += _run_section(page, i)
+        blocks.append(view_table(paper_table(chosen)))
+    blocks.append(Para(text=f"Runs: {_links(found, page.records)}."))
+    for i in found:
+        blocks += _run_section(page, i)
     return blocks
 
 
 def _closing(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> list[Block]:
-    """The figures across runs, the environments and what was not drawn."""
+    """The per-depth table, the figures across runs, the environments, what was not drawn."""
     blocks: list[Block] = []
+    if has_depths(page.records):
+        blocks.append(Heading(level=2, text="By depth", anchor="depth"))
+        blocks.append(view_table(depth_table(page.records)))
     if page.across:
         blocks.append(Heading(level=2, text="Figures across runs", anchor="figures"))
         for plot in page.across:
@@ -366,7 +402,8 @@ def _closing(page: _Page, envs: list[dict[str, Any]], notes: Sequence[str]) -> l
         for k, env in enumerate(envs):
             runs = [i for i, e in enumerate(page.env_of) if e == k]
             blocks.append(Heading(level=3, text=f"Environment {k + 1}", anchor=f"env-{k + 1}"))
-            blocks.append(Table(markdown=_env_table(env)))
+            rows = _flat("", env) if env else [("environment", "not recorded")]
+            blocks.append(data_table(("key", "value"), rows))
             blocks.append(Para(text=f"Runs: {_links(runs, page.records)}."))
     if notes:
         blocks.append(Heading(level=2, text="Not drawn", anchor="notes"))
@@ -380,69 +417,49 @@ def build_blocks(
     notes: Sequence[str],
     *,
     fmt: str,
+    measurements: Mapping[str, Any] | None = None,
 ) -> list[Block]:
-    """The page: contents, overview tables, one section per run (its tables, its figures, a link
-    to its environment), the figures across runs, the environments, and what was not drawn."""
+    """The page: contents, every record, one section per measurement (its view's table, one
+    section per run: its tables, its figures, a link to its environment), the per-depth table,
+    the figures across runs, the environments, and what was not drawn."""
     records = records_in(records)
     envs, env_of = environments(records)
     page = _Page(
         records=records,
+        measurements=measurements or {},
         env_of=env_of,
         per_run={p.records[0]: p for p in plots if p.name.startswith("gdu-curves")},
         across=[p for p in plots if not p.name.startswith("gdu-curves")],
         fmt=fmt,
     )
-    blocks = _intro(page, envs, notes) + _runs(page)
-    for title, anchor, table in _measurement_tables(records):
-        blocks += [Heading(level=2, text=title, anchor=anchor), Table(markdown=table)]
-    parity = page.indices("parity")
-    if parity:
-        blocks.append(Heading(level=2, text="Parity", anchor="parity"))
-        blocks.append(Table(markdown=parity_table([records[i] for i in parity])))
+    blocks = _intro(page, envs, notes)
+    for title, anchor, found in _sections(page):
+        blocks += _measurement_section(page, title, anchor, found)
     return blocks + _closing(page, envs, notes)
-
-
-def _measurement_tables(records: Sequence[Record]) -> list[tuple[str, str, str]]:
-    """(title, anchor, Markdown table) of the speed, memory-vs-K, β-sweep, per-depth and RTRL
-    tables, for the records that have them."""
-    out = []
-    for measurement, title, table in (
-        ("speed", "Speed (one training step)", speed_table),
-        ("memory", "Peak memory against K", memory_table),
-        ("beta-sweep", "β sweep (error against BPTT)", sweep_table),
-    ):
-        chosen = [r for r in records if r.measurement == measurement]
-        if chosen:
-            out.append((title, measurement, table(chosen)))
-    if has_depths(records):
-        out.append(("By depth", "depth", depth_table(records)))
-    if any(r.measurement == "rtrl" for r in records):
-        out.append(("RTRL, BPTT and EP", "rtrl", rtrl_table(records)))
-    return out
-
-
-def _env_table(env: dict[str, Any]) -> str:
-    from tabulate import tabulate
-
-    rows = _flat("", env) if env else [("environment", "not recorded")]
-    return tabulate(rows, headers=["key", "value"], tablefmt="github")
 
 
 def _image(plot: Plot, fmt: str) -> list[Block]:
     return [Image(src=f"{plot.name}.{fmt}", alt=plot.title, caption=plot.caption)]
 
 
-def write_report(records: Sequence[AnyRecord], *, out: Path, fmt: str = "png") -> dict[str, Any]:
+def write_report(
+    records: Sequence[AnyRecord],
+    *,
+    out: Path,
+    fmt: str = "png",
+    measurements: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write the figures, `report.md` and `report.html` into `out`; returns their paths and the
-    notes on what could not be drawn (including a missing matplotlib)."""
-    records = usable(records)
+    notes on what could not be drawn (including a missing matplotlib). `measurements`: the
+    registry's, whose views show their records (module doc)."""
+    records = usable(records, measurements)
     out = make_folder(Path(out))
     try:
         plots, notes = figures(records, checked=True)
         paths = save(plots, out, fmt=fmt)
     except MissingExtraError as err:
         plots, notes, paths = [], [f"figures: {err}"], []
-    blocks = build_blocks(records, plots, notes, fmt=fmt)
+    blocks = build_blocks(records, plots, notes, fmt=fmt, measurements=measurements)
     markdown, page = output_path(out, MARKDOWN), output_path(out, HTML)
     markdown.write_text(render_markdown(blocks), encoding="utf-8")
     page.write_text(render_html(blocks, title="epbench report"), encoding="utf-8")

@@ -9,12 +9,19 @@ Several at once (per-cell bars are off), each cell is reported as it ends, with 
     [5/12 done · 2 running · 1 failed · 0:32 elapsed · ~0:45 left] toy on torch seed 1: ok
 
 The estimate is the elapsed time per finished cell times the cells left.
+
+On a terminal (`bar=True`) the display goes through tqdm, like the training bars: one cell at a
+time, the announcement is printed above the cell's own bars (`tqdm.write`); several at once, a
+matrix bar (cells done of the total, with the counts and the cell that ended) stays at the
+bottom and the lines above are printed above it. Otherwise the plain lines go to `emit`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 
 def clock_text(seconds: float) -> str:
@@ -24,8 +31,16 @@ def clock_text(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _matrix_bar(total: int) -> Any:
+    """The tqdm bar of a matrix run on a terminal (cells done out of `total`), on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="matrix", unit="cell", file=sys.stderr, dynamic_ncols=True)
+
+
 class MatrixProgress:
-    """Counts cells done / running / failed out of `total` and emits the lines above."""
+    """Counts cells done / running / failed out of `total` and emits the lines above (through
+    tqdm when `bar`, on a terminal; module doc). `close()` ends the bar."""
 
     def __init__(
         self,
@@ -33,11 +48,18 @@ class MatrixProgress:
         *,
         parallel: bool,
         emit: Callable[[str], None] | None,
+        bar: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.total, self.parallel, self.emit, self.clock = total, parallel, emit, clock
         self.done = self.running = self.failed = 0
         self.since = clock()
+        self.bar = _matrix_bar(total) if bar and parallel and emit else None
+        self.through_tqdm = bar
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
     def _times(self) -> str:
         elapsed = self.clock() - self.since
@@ -47,7 +69,11 @@ class MatrixProgress:
         return text
 
     def note(self, line: str) -> None:
-        if self.emit:
+        if self.emit and self.through_tqdm:
+            from tqdm import tqdm
+
+            tqdm.write(line, file=sys.stderr)
+        elif self.emit:
             self.emit(line)
 
     def started(self, label: str) -> None:
@@ -69,3 +95,6 @@ class MatrixProgress:
                 f"{self.failed} failed · {self._times()}"
             )
             self.note(f"[{counts}] {label}: {status}")
+            if self.bar is not None:
+                self.bar.update(1)
+                self.bar.set_postfix_str(f"{self.running} running · {self.failed} failed")
