@@ -2,6 +2,7 @@
 
 What comes in: a `Backend` (epbench.core.protocols), a `ModelSpec`, a dtype and a device name.
 What goes out: None when the backend can build the model, else the one-line reason (a skip).
+`estimator_reason` adds what the estimator needs of the model (holomorphic EP: complex states).
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 
 from epbench.core.protocols import Backend
-from epbench.core.spec import DEVICES, DTYPES, ModelSpec
+from epbench.core.spec import DEVICES, DTYPES, DynamicsSpec, ModelSpec
+
+HOLOMORPHIC_ACTIVATIONS = ("tanh", "sigm")  # analytic in a strip around the real axis
 
 
 def set_fields(model: ModelSpec) -> tuple[str, ...]:
@@ -37,3 +40,23 @@ def support_reason(backend: Backend, model: ModelSpec, *, dtype: str, device: st
         )
     reason = backend.supports(model, dtype=dtype, device=device)
     return None if not reason else str(reason)
+
+
+def estimator_reason(model: ModelSpec, dynamics: DynamicsSpec) -> str | None:
+    """None when `dynamics.estimator` can run on `model`; else why not (a skip).
+
+    Holomorphic EP (docs/theory.md §2.5) runs the dynamics at complex β, so ρ must be holomorphic
+    around the real axis (tanh, sigm; not the hard sigmoid) and there is no clamp to [0, 1]; the
+    backends run it for the tied fully connected family (no conv layers, no feedback angle)."""
+    if dynamics.estimator != "holomorphic":
+        return None
+    if model.activation not in HOLOMORPHIC_ACTIVATIONS:
+        return (
+            f"holomorphic EP needs a holomorphic activation "
+            f"({', '.join(HOLOMORPHIC_ACTIVATIONS)}), found {model.activation}"
+        )
+    if model.clamp:
+        return "holomorphic EP needs unclamped states, found model.clamp = true"
+    if model.conv is not None or model.feedback_angle is not None:
+        return "holomorphic EP runs tied fully connected models (no conv layers, no feedback angle)"
+    return None

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from epbench.core.estimators import signed_beta
+from epbench.core.estimators import nudge_keywords
 from epbench.core.liveness import exit_if_orphaned
 from epbench.core.measurement import Cell, Output
 from epbench.core.metrics import gdu_metrics, signal_metrics
@@ -29,6 +29,7 @@ from epbench.core.paths import file_part, output_path
 from epbench.core.process_memory import peak_memory_bytes
 from epbench.core.protocols import Backend, Network
 from epbench.core.spec import TaskSpec
+from epbench.core.support import estimator_reason
 from epbench.core.traces import save_traces
 
 
@@ -65,7 +66,7 @@ def unsaturated_target(net: Network, star: Any, y: Any) -> np.ndarray:
 
 
 def gdu_once(
-    net: Network, params: Any, x: Any, y: Any, spec: TaskSpec, *, beta: float, symmetric: bool
+    net: Network, params: Any, x: Any, y: Any, spec: TaskSpec, *, nudge: dict[str, Any]
 ) -> GduResult:
     """One GDU measurement: T − K free steps, K more (the residual), BPTT through those K steps,
     EP from the fixed point. Each phase is timed with the device synchronised around it."""
@@ -86,9 +87,7 @@ def gdu_once(
     target = y if spec.dynamics.nudge == "output" else unsaturated_target(net, star, y)
     ep = timed(
         "ep",
-        lambda: net.ep_trace(
-            params, x, target, start=star, beta=beta, steps=K, symmetric=symmetric
-        ),
+        lambda: net.ep_trace(params, x, target, start=star, steps=K, **nudge),
     )
     seconds["total"] = sum(seconds.values())
     saturated = saturated_outputs(spec, net, star)
@@ -114,16 +113,16 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
     spec, dtype = cell.spec, cell.dtype
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     params_np = init_params(spec.model, seed=cell.seed, dtype=dtype)
-    beta, symmetric = signed_beta(spec.dynamics, seed=cell.seed)
+    reason = estimator_reason(spec.model, spec.dynamics)
+    if reason:
+        return {"status": "skipped", "reason": reason}
+    nudge = nudge_keywords(spec.dynamics, seed=cell.seed)  # beta, symmetric [, points]
     start = time.perf_counter()
     net = backend.build(spec.model, dtype=dtype, device=cell.device)
     params = net.load(params_np)
-    first = gdu_once(net, params, x, y, spec, beta=beta, symmetric=symmetric)
+    first = gdu_once(net, params, x, y, spec, nudge=nudge)
     first_seconds = time.perf_counter() - start
-    steady = [
-        gdu_once(net, params, x, y, spec, beta=beta, symmetric=symmetric)
-        for _ in range(cell.repeat)
-    ]
+    steady = [gdu_once(net, params, x, y, spec, nudge=nudge) for _ in range(cell.repeat)]
     best = min(steady, key=lambda r: r.seconds["total"]) if steady else first
     part: dict[str, Any] = {
         "timings": {

@@ -17,7 +17,7 @@ import numpy as np
 
 from epbench.core import tolerance as tol
 from epbench.core.errors import EpbenchError
-from epbench.core.estimators import signed_beta
+from epbench.core.estimators import nudge_keywords, signed_beta
 from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params, learning_rates
 from epbench.core.protocols import Backend
@@ -40,7 +40,7 @@ def outputs(
     """Everything parity compares, from one backend, as numpy: {group: {name: array}}."""
     x, y = (np.asarray(a, dtype=dtype) for a in batch)
     T, K = spec.dynamics.T, spec.dynamics.K
-    beta, symmetric = signed_beta(spec.dynamics, seed=seed)
+    nudge = nudge_keywords(spec.dynamics, seed=seed)  # β, symmetric, holomorphic points
     params_np = init_params(spec.model, seed=seed, dtype=dtype)
     lrs = step_lrs(spec, params_np)
     net = backend.build(spec.model, dtype=dtype, device=device)
@@ -49,14 +49,10 @@ def outputs(
     star, _ = net.free_phase(params, x, steps=K, start=mid)
     out = {
         "free states": net.states(star),
-        "EP traces": net.ep_trace(
-            params, x, y, start=star, beta=beta, steps=K, symmetric=symmetric
-        ),
+        "EP traces": net.ep_trace(params, x, y, start=star, steps=K, **nudge),
         "BPTT traces": net.bptt_trace(params, x, y, start=mid, steps=K),
     }
-    stepped, _, _ = net.ep_step(
-        net.load(params_np), x, y, free_steps=T, steps=K, beta=beta, lrs=lrs, symmetric=symmetric
-    )
+    stepped, _, _ = net.ep_step(net.load(params_np), x, y, free_steps=T, steps=K, lrs=lrs, **nudge)
     out["EP step"] = net.dump(stepped)
     stepped, _, _ = net.bptt_step(net.load(params_np), x, y, free_steps=T, steps=K, lrs=lrs)
     out["BPTT step"] = net.dump(stepped)

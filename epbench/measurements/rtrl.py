@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from epbench.core.estimators import signed_beta
+from epbench.core.estimators import nudge_keywords
 from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory, rss_bytes, trim
@@ -114,7 +114,7 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
             f"(limit {MAX_TANGENTS:,}): use a smaller model or batch",
         }
     T, K = spec.dynamics.T, spec.dynamics.K
-    beta, symmetric = signed_beta(spec.dynamics, seed=cell.seed)
+    nudge = nudge_keywords(spec.dynamics, seed=cell.seed)  # β, symmetric, holomorphic points
     net = backend.build(spec.model, dtype=dtype, device=device)
     if not isinstance(net, RtrlNetwork):
         return {
@@ -127,9 +127,7 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
     calls = {
         "rtrl": lambda: net.rtrl_gradient(params, x, y, start=mid, steps=K),
         "bptt": lambda: net.bptt_trace(params, x, y, start=mid, steps=K),
-        "ep": lambda: net.ep_trace(
-            params, x, y, start=star, beta=beta, steps=K, symmetric=symmetric
-        ),
+        "ep": lambda: net.ep_trace(params, x, y, start=star, steps=K, **nudge),
     }
     gpu = device != "cpu" and isinstance(backend, MemoryStatsBackend)
     outputs, timings = {}, {}

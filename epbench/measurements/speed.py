@@ -1,9 +1,14 @@
-"""The `speed` measurement: EP (one-sided and symmetric) against BPTT, one training step at a time.
+"""The `speed` measurement: EP (one-sided, symmetric, holomorphic) against BPTT, one training step
+at a time.
 
 For one cell on one backend, at the cell's batch, T, K, β and learning rates (`train.lrs`; 0.01
 per layer when the task has none: the values do not change the cost), for every algorithm of
 ALGORITHMS — `ep` (one-sided, +|β|), `ep_symmetric` (±|β|) and `bptt` (truncated to the last K
-steps) — through the Network protocol only (`ep_step`, `bptt_step`, `free_phase`, `synchronize`):
+steps) — and, for a cell with `dynamics.estimator = "holomorphic"`, `ep_holomorphic` (N =
+`dynamics.points` complex nudges, docs/theory.md §2.5; `{"skipped": reason}` where the model does
+not allow it, epbench.core.support.estimator_reason; its `flops` fields are None: the FLOP model
+of epbench.core.flops counts real ops only) — through the Network protocol only (`ep_step`,
+`bptt_step`, `free_phase`, `synchronize`):
 
     compile_seconds     a fresh network: build + load + the first training step (JIT compilation
                         happens here), device synchronised; as `training.compile_seconds`
@@ -64,12 +69,14 @@ from typing import Any
 import numpy as np
 
 from epbench.core.errors import EpbenchError
+from epbench.core.estimators import points_of
 from epbench.core.flops import ALGORITHMS, phase_ops, total_flops, training_ops
 from epbench.core.measurement import Cell, Output
 from epbench.core.params import init_params, learning_rates, param_shapes
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
 from epbench.core.protocols import Backend, MemoryStatsBackend, Network
 from epbench.core.spec import TaskSpec
+from epbench.core.support import estimator_reason
 from epbench.measurements.peak import fastest, flop_bound_seconds, measure_ops
 from epbench.measurements.reference import PAIRS, reference_of, time_against_reference
 
@@ -78,6 +85,15 @@ REP_SECONDS = 0.25  # target length of one repetition
 BUDGET_SECONDS = 3.0  # per algorithm: slow cases get fewer repetitions (at least two)
 MAX_STEPS = 200  # steps per repetition
 DEFAULT_LR = 0.01
+HOLOMORPHIC = "ep_holomorphic"
+
+
+def algorithms_of(spec: TaskSpec) -> tuple[str, ...]:
+    """ALGORITHMS, and `ep_holomorphic` when the cell's estimator is holomorphic and its model
+    allows it (module doc)."""
+    if points_of(spec.dynamics) and estimator_reason(spec.model, spec.dynamics) is None:
+        return (*ALGORITHMS, HOLOMORPHIC)
+    return ALGORITHMS
 
 
 def lrs_of(spec: TaskSpec) -> dict[str, float]:
@@ -94,6 +110,11 @@ def step_function(
     T, K, beta, lrs = spec.dynamics.T, spec.dynamics.K, abs(spec.dynamics.beta), lrs_of(spec)
     if algorithm == "bptt":
         return lambda p: net.bptt_step(p, x, y, free_steps=T, steps=K, lrs=lrs)
+    if algorithm == HOLOMORPHIC and points_of(spec.dynamics):
+        N = points_of(spec.dynamics)
+        return lambda p: net.ep_step(
+            p, x, y, free_steps=T, steps=K, beta=beta, lrs=lrs, points=N
+        )  # fmt: skip
     if algorithm not in ALGORITHMS:
         raise EpbenchError(f"algorithm: expected one of {', '.join(ALGORITHMS)}, found {algorithm}")
     symmetric = algorithm == "ep_symmetric"
@@ -268,7 +289,7 @@ def _time_cell(
     before = measure_ops(backend, every, dtype=dtype, device=device)
     like = {"dtype": dtype, "device": device}
     timed = {"free": prepare_free_phase(backend, spec, params_np, x, **like)}
-    for algorithm in ALGORITHMS:
+    for algorithm in algorithms_of(spec):
         timed[algorithm] = prepare_algorithm(
             backend, spec, params_np, x, y, algorithm=algorithm, **like
         )
@@ -325,11 +346,14 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
     per_call, measured = got["per_call"], got["measured"]
     free = {"free_seconds": statistics.median(per_call["free"]), **got["info"]["free"]}
     results = {}
-    for algorithm in ALGORITHMS:
+    for algorithm in algorithms_of(spec):
         result = {
             **step_summary(per_call[algorithm], batch=B, calls=got["calls"][algorithm]),
             **got["info"][algorithm],
         }
+        if algorithm == HOLOMORPHIC:
+            results[algorithm] = {**result, **_uncounted(algorithm, per_call, T=T, K=K)}
+            continue
         step = result["step_seconds"]
         bound = flop_bound_seconds(counts[algorithm], measured)
         flops = total_flops(counts[algorithm])
@@ -356,11 +380,25 @@ def run(cell: Cell, backend: Backend, batch: tuple, output: Output) -> dict[str,
             ),
         },
     }
+    if points_of(spec.dynamics) and HOLOMORPHIC not in results:
+        results[HOLOMORPHIC] = {"skipped": estimator_reason(spec.model, spec.dynamics)}
     if got["against"] is not None:
         metrics["reference"] = got["against"]
-    peaks = [r["peak_memory_bytes"] for r in results.values() if r["peak_memory_bytes"]]
+    peaks = [r["peak_memory_bytes"] for r in results.values() if r.get("peak_memory_bytes")]
     return {
         "metrics": metrics,
         "timings": {"seconds": time.perf_counter() - started, "repeats": repeats},
         "peak_memory_bytes": max(peaks, default=None),
+    }
+
+
+def _uncounted(algorithm: str, per_call: dict[str, list[float]], *, T: int, K: int) -> dict:
+    """The phases of a step the FLOP model does not count (holomorphic EP), its FLOP fields None."""
+    return {
+        "phases": paired_phases(algorithm, per_call[algorithm][1:], per_call["free"][1:], T=T, K=K),
+        "flops": None,
+        "flops_by_phase": None,
+        "achieved_flops_per_s": None,
+        "flop_bound_seconds": None,
+        "flop_fraction": None,
     }

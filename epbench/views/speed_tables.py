@@ -26,7 +26,10 @@ from epbench.core.flops import ALGORITHMS
 from epbench.core.record import Record, metrics_of
 from epbench.views.format import AnyRecord, heading, num, reason, records_in
 
-LABELS = MappingProxyType({"ep": "EP", "ep_symmetric": "EP sym.", "bptt": "BPTT"})
+LABELS = MappingProxyType(
+    {"ep": "EP", "ep_symmetric": "EP sym.", "ep_holomorphic": "EP holo.", "bptt": "BPTT"}
+)
+SHOWN = (*ALGORITHMS, "ep_holomorphic")  # holomorphic EP: speed cells of that estimator only
 
 
 def _ms(seconds: float | None) -> str:
@@ -89,14 +92,21 @@ SPEED_HEADERS = (
 
 def _speed_row(r: Record, algorithm: str) -> list[Any]:
     m = speed_of(r, algorithm)
+    label = LABELS.get(algorithm, algorithm)
+    if algorithm == "ep_holomorphic":
+        label = f"{label} N={r.config.get('dynamics', {}).get('points', 4)}"
+    if "skipped" in m:  # an algorithm the cell's model does not allow
+        blank = ["—"] * (len(SPEED_HEADERS) - 6)
+        return [r.cell, r.backend, r.device, r.dtype, label, *blank, f"skipped: {m['skipped']}"]
     phases = m.get("phases") or {}
     fraction = m.get("flop_fraction")
+    flops, achieved = m.get("flops"), m.get("achieved_flops_per_s")
     return [
         r.cell,
         r.backend,
         r.device,
         r.dtype,
-        LABELS.get(algorithm, algorithm),
+        label,
         num(m["samples_per_s"], ",.0f"),
         _ms(m["step_seconds"]),
         _ms(phases.get("free")),
@@ -104,8 +114,8 @@ def _speed_row(r: Record, algorithm: str) -> list[Any]:
         _ms(phases.get("backward")),
         num(m.get("compile_seconds"), ".2f"),
         _mib(m.get("peak_memory_bytes")),
-        num(m["flops"] / 1e6, ",.1f"),
-        num(m["achieved_flops_per_s"] / 1e9, ".1f"),
+        num(None if flops is None else flops / 1e6, ",.1f"),
+        num(None if achieved is None else achieved / 1e9, ".1f"),
         num(_over_bptt(r, algorithm), ".2f"),
         num(None if fraction is None else 100 * fraction, ".0f"),
         speedup_cell(r, algorithm),
@@ -122,7 +132,7 @@ def speed_rows(records: Iterable[AnyRecord]) -> list[list[Any]]:
             blank = ["—"] * (len(SPEED_HEADERS) - len(head) - 1)
             rows.append(head + blank + [f"{r.status}: {reason(r, 50)}"])
             continue
-        rows += [_speed_row(r, a) for a in ALGORITHMS if speed_of(r, a)]
+        rows += [_speed_row(r, a) for a in SHOWN if speed_of(r, a)]
     return rows
 
 

@@ -17,7 +17,14 @@ from epbench.core.record import Record, metrics_of
 from epbench.views.format import AnyRecord, heading, reason, records_in
 from epbench.views.pivot import format_value
 
-ESTIMATORS = ("positive", "negative", "symmetric")
+ESTIMATORS = ("positive", "negative", "symmetric", "holomorphic")  # holomorphic: `holomorphic-N`
+
+
+def _key(record: Record, estimator: str) -> str:
+    """The record's key of a column: `holomorphic-N` for the holomorphic column, else itself."""
+    if estimator != "holomorphic":
+        return estimator
+    return next((k for k in sweep_errors(record) if k.startswith("holomorphic-")), estimator)
 
 
 def sweep_errors(record: Record) -> Mapping[str, list[float]]:
@@ -35,16 +42,18 @@ def _row(r: Record) -> list[Any]:
     row = [r.cell, r.backend, r.dtype, r.seed, r.status, format_value(r.metrics.get("residual"))]
     row.append(f"{betas[0]:g} … {betas[-1]:g} ({len(betas)})" if betas else "—")
     for e in ESTIMATORS:
-        errors = sweep_errors(r).get(e) or []
-        slope = sweep_slopes(r).get(e)
-        row.append("—" if slope is None else f"{slope:.3f}")
+        errors = sweep_errors(r).get(_key(r, e)) or []
+        slope = sweep_slopes(r).get(_key(r, e))
+        points = f" (N = {_key(r, e)[12:]})" if _key(r, e).startswith("holomorphic-") else ""
+        row.append("—" if slope is None else f"{slope:.3f}{points}")
         row.append(f"{errors[0]:.2e} / {errors[-1]:.2e}" if errors else "—")
     return [*row, reason(r, 50)]
 
 
 def sweep_table(records: Iterable[AnyRecord]) -> str:
     """One row per beta-sweep record: residual, β range, per estimator the log-log slope of the
-    error (expected 1 one-sided, 2 symmetric) and the error at the smallest and largest β."""
+    error (expected 1 one-sided, 2 symmetric, N holomorphic with N points: the column names its
+    N per row) and the error at the smallest and largest β."""
     headers = ["cell", "backend", "dtype", "seed", "status", "residual", "|β| grid"]
     for e in ESTIMATORS:
         headers += [f"slope {e}", f"error {e} (min β / max β)"]

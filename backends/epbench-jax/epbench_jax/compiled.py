@@ -11,6 +11,12 @@ fully connected), `asymmetric` (independent feedback weights), `conv` (P-conv) �
     ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric) → (θ', loss, errors)
     bptt_step(model, params, x, y, lrs, *, free_steps, steps)                → (θ', loss, errors)
     rtrl(model, params, x, y, start, *, steps)     → Σ_t ∇BPTT_θ(t) (docs/theory.md §6.3), or None
+    holomorphic_phase(model, params, x, y, start, beta, steps) → (traces, max |Im| of ρ's argument)
+    holomorphic_step(model, params, x, y, lrs, beta, *, free_steps, steps, points) → as ep_step
+
+The last two, where a family has them (the tied fully connected one), are holomorphic EP
+(docs/theory.md §2.5): one complex β on complex arrays, and the training step over the phases of
+`epbench.core.estimators.holomorphic_phases`; `estimator_traces` combines the phases.
 
 Traces come back keyed by canonical names, states in canonical layout. A family may hold its
 states in another layout inside the jit (`to_native` / `to_canonical`; P-conv: NHWC).
@@ -39,6 +45,8 @@ import numpy as np
 from jaxtyping import Array
 
 from epbench.core.errors import BackendError
+from epbench.core.estimators import holomorphic_phases
+from epbench.core.holomorphic import check_points, check_strip
 from epbench.core.params import param_shapes, state_shapes
 from epbench.core.spec import ModelSpec
 from epbench.core.validate import (
@@ -78,6 +86,14 @@ class Family:
     rtrl: Callable | None = None  # forward-mode truncated gradient, where the family has one
     to_native: Callable[[States], States] = _same  # canonical states → the layout inside the jit
     to_canonical: Callable[[States], States] = _same
+    holomorphic_phase: Callable | None = None  # see module doc; None: no holomorphic EP
+    holomorphic_step: Callable | None = None
+
+
+def complex_copy(tree):
+    """Every array of `tree` as a complex array of the matching precision (float32 → complex64,
+    float64 → complex128): the inputs of a nudged phase at a complex β."""
+    return jax.tree_util.tree_map(lambda a: a.astype(jnp.result_type(a.dtype, jnp.complex64)), tree)
 
 
 def estimator_traces(
@@ -90,6 +106,26 @@ def estimator_traces(
     plus = one(model, params, x, y, start, jnp.abs(beta), steps)
     minus = one(model, params, x, y, start, -jnp.abs(beta), steps)
     return {k: (plus[k] + minus[k]) / 2 for k in plus}
+
+
+def holomorphic_traces(
+    one: Callable, phase: Callable, model: ModelSpec, params, x, y, start, beta, steps: int,
+    points: int,
+) -> tuple[Params, Array]:  # fmt: skip
+    """Holomorphic EP traces (docs/theory.md §2.5): Re Σ_k w_k Δ(β_k) over `holomorphic_phases`
+    with β_k = |β| · unit_k (the units are constants of the static N, β stays traced): `one` for
+    a real point, `phase` on complex copies for a complex one. Also the largest |Im| of ρ's
+    argument over the complex phases (checked by the caller)."""
+    out, imag = {}, jnp.zeros((), jnp.abs(beta).dtype)
+    for unit, w in holomorphic_phases(1.0, points):
+        b = jnp.abs(beta) * unit
+        if isinstance(unit, complex):
+            part, im = phase(model, *complex_copy((params, x, y, start)), b, steps)
+            imag = jnp.maximum(imag, im)
+        else:
+            part = one(model, params, x, y, start, b, steps)
+        out = {k: w * jnp.real(v) + out.get(k, 0.0) for k, v in part.items()}
+    return out, imag
 
 
 class JaxNetwork:
@@ -122,6 +158,11 @@ class JaxNetwork:
         training = ("free_steps", "steps", "symmetric")
         self._ep_step = jit(partial(family.ep_step, model), static_argnames=training)
         self._bptt_step = jit(partial(family.bptt_step, model), static_argnames=training[:2])
+        if family.holomorphic_phase is not None:  # holomorphic EP, where the family has it
+            holo = partial(holomorphic_traces, family.ep_traces_one, family.holomorphic_phase)
+            self._holo = jit(partial(holo, model), static_argnames=("steps", "points"))
+            step = partial(family.holomorphic_step, model)
+            self._holo_step = jit(step, static_argnames=("free_steps", "steps", "points"))
         if family.rtrl is not None:  # the optional capability, only where the family has it
             self._rtrl = jit(partial(family.rtrl, model), static_argnames=("steps",))
             self.rtrl_gradient = self._rtrl_gradient
@@ -211,16 +252,34 @@ class JaxNetwork:
             s, residual = self._free(params, x, start, jnp.asarray(steps, jnp.int32))
             return s, float(residual)
 
-    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
-        """Per-step EP traces of the nudged phase from `start` (docs/theory.md §2)."""
+    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False, points=0):
+        """Per-step EP traces of the nudged phase from `start` (docs/theory.md §2); holomorphic
+        with `points` ≥ 2 (§2.5, `holomorphic_traces`; overrides `symmetric`)."""
         self._check(x, y, steps=steps, beta=beta)
+        points = self._points(points)
         if steps == 0:
             return self._no_traces()
         with self.scope():
             x, y = self._put(x), self._put(y)
             start = self._start(start, x.shape[0])
-            out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
+            if not points:
+                out = self._ep(params, x, y, start, float(beta), steps=steps, symmetric=symmetric)
+                return self._traces(out)
+            out, imag = self._holo(params, x, y, start, float(beta), steps=steps, points=points)
+            check_strip(self.model, float(imag), beta=beta, points=points, where=WHERE)
             return self._traces(out)
+
+    def _points(self, points) -> int:
+        """`points` checked (`check_points`); N ≥ 2 only for a family with holomorphic EP."""
+        points = check_points(points, where=WHERE)
+        if points and self.family.holomorphic_phase is None:
+            raise BackendError(
+                f"{WHERE}: holomorphic EP runs tied fully connected models, found the "
+                f"{self.family.name} family"
+            )
+        if points:
+            check_strip(self.model, 0.0, beta=1.0, points=points, where=WHERE)  # its activation
+        return points
 
     def bptt_trace(self, params, x, y, *, start, steps):
         """Per-step BPTT traces through `steps` steps from `start`, one backward pass."""
@@ -232,15 +291,23 @@ class JaxNetwork:
             out = self._bptt(params, x, y, self._start(start, x.shape[0]), steps=steps)
             return self._traces(out)
 
-    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
-        """Compiled whole; returns (new params, loss, errors) without waiting for the device."""
+    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False, points=0):
+        """Compiled whole; returns (new params, loss, errors) without waiting for the device.
+        Holomorphic with `points` ≥ 2 (docs/theory.md §2.5; the family's `holomorphic_step`)."""
         self._check(x, y, free_steps=free_steps, steps=steps, beta=beta)
+        points = self._points(points)
         with self.scope():
             x, y, lrs = self._host(x), self._host(y), self._rates_of(lrs)
             beta = np.asarray(beta, dtype=self.dtype)
-            self._pending = self._ep_step(
-                params, x, y, lrs, beta, free_steps=free_steps, steps=steps, symmetric=symmetric
-            )
+            if points:
+                self._pending = self._holo_step(
+                    params, x, y, lrs, beta, free_steps=free_steps, steps=steps, points=points
+                )
+            else:
+                self._pending = self._ep_step(
+                    params, x, y, lrs, beta, free_steps=free_steps, steps=steps,
+                    symmetric=symmetric,
+                )  # fmt: skip
             return self._pending
 
     def bptt_step(self, params, x, y, *, free_steps, steps, lrs):

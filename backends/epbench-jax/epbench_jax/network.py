@@ -25,9 +25,11 @@ from jax import lax
 from jaxtyping import Array, Float, Int
 
 from epbench.core.errors import BackendError
+from epbench.core.estimators import holomorphic_phases
+from epbench.core.holomorphic import STRIP
 from epbench.core.spec import ModelSpec
 
-from .compiled import Family
+from .compiled import Family, complex_copy
 
 Params = dict[str, Float[Array, "..."]]  # canonical name → parameter (or its per-step trace)
 States = tuple[Float[Array, "B _"], ...]  # (s⁰, …, sᴺ), layer n of width sizes[n]
@@ -281,6 +283,26 @@ def ep_traces_one(
     return out
 
 
+def argument_imag(model: ModelSpec, traj: tuple[Array, ...]) -> Scalar:
+    """The largest |Im| of ρ's argument along a complex trajectory (epbench.core.holomorphic):
+    the state itself in EB; in P the drive h of the hidden layers, from s = ρ(h) by the principal
+    logarithm (tanh: h = ½ log((1+s)/(1−s)), sigm: h = ½ + ¼ log(s/(1−s)))."""
+    if model.setting == "EB":
+        return jnp.max(jnp.stack([jnp.max(jnp.abs(jnp.imag(v))) for v in traj]))
+    half = STRIP[model.activation] / jnp.pi  # Im h = half · arg(…)
+    ratio = (lambda s: (1 + s) / (1 - s)) if model.activation == "tanh" else (lambda s: s / (1 - s))
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(jnp.angle(ratio(v)))) for v in traj[1:]])) * half
+
+
+def holomorphic_phase(
+    model: ModelSpec, params: Params, x: X, y: Y, start: States, beta, steps: int
+) -> tuple[Params, Scalar]:
+    """One complex phase of holomorphic EP (docs/theory.md §2.5), on complex arrays with a complex
+    β: the complex traces Δ(β)/β of `ep_traces_one` and the largest |Im| of ρ's argument."""
+    traj = nudged_states(model, params, x, y, start, beta, steps)  # the same ops: XLA shares them
+    return ep_traces_one(model, params, x, y, start, beta, steps), argument_imag(model, traj)
+
+
 def bptt_traces(model: ModelSpec, params: Params, x: X, y: Y, start: States, steps: int) -> Params:
     """BPTT traces from ONE reverse pass through the last K steps (docs/theory.md §2).
 
@@ -344,6 +366,32 @@ def ep_step(
     return new, loss, errors
 
 
+def holomorphic_step(
+    model: ModelSpec, params: Params, x: X, y: Y, lrs: dict[str, Scalar], beta: Scalar, *,
+    free_steps: int, steps: int, points: int,
+) -> tuple[Params, Scalar, Int[Array, ""]]:  # fmt: skip
+    """Holomorphic EP training step (docs/theory.md §2.5): θ ← θ + lr Re Σ_k c_k (∂Φ/∂θ(s^{β_k}_K)
+    − ∂Φ/∂θ(s_*)), c_k = w_k / β_k over `holomorphic_phases` (the sum of the holomorphic traces;
+    Σ_k c_k = 0, the s_* terms are kept so that each phase is a difference). A complex phase
+    runs on complex copies of the parameters, projection, fixed point and targets."""
+    proj = project(model, params, x)
+    zero = tuple(jnp.zeros((x.shape[0], w), x.dtype) for w in model.sizes)
+    s_star = run(model, params, proj, zero, free_steps)
+    loss, errors = loss_errors(s_star, y)
+    delta = {k: jnp.zeros_like(v) for k, v in params.items()}
+    for unit, w in holomorphic_phases(1.0, points):
+        b = jnp.abs(beta) * unit
+        args = (params, proj, s_star, y)
+        if isinstance(unit, complex):
+            args = complex_copy(args)
+        end = run(model, *args[:3], steps, args[3], b)
+        c = w / (x.shape[0] * b)  # batch mean and 1/β_k
+        part = dphi_delta(model, end, s_star, x, {k: lr * c for k, lr in lrs.items()})
+        delta = {k: delta[k] + jnp.real(part[k]) for k in delta}
+    new = {k: v + delta[k] for k, v in params.items()}
+    return new, loss, errors
+
+
 def bptt_step(
     model: ModelSpec, params: Params, x: X, y: Y, lrs: dict[str, Scalar], *,
     free_steps: int, steps: int,
@@ -402,4 +450,6 @@ FAMILY = Family(
     ep_step=ep_step,
     bptt_step=bptt_step,
     rtrl=rtrl,
+    holomorphic_phase=holomorphic_phase,
+    holomorphic_step=holomorphic_step,
 )

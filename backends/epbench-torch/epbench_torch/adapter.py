@@ -8,8 +8,10 @@ and give tensors back:
 
     free_phase(model, params, x, s, steps)                    → (s_T, s_{T−1})     (no graph)
     ep_traces(model, params, x, y, start, beta, steps, symmetric)      → per-step EP traces
+                                                 (β may be complex: complex tensors throughout)
     bptt_traces(model, params, x, y, start, steps)                     → per-step BPTT traces
-    ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric) → (θ', loss, errors)
+    ep_step(model, params, x, y, lrs, beta, *, free_steps, steps, symmetric, points)
+                                                                    → (θ', loss, errors)
     bptt_step(model, params, x, y, lrs, *, free_steps, steps)                → (θ', loss, errors)
     rtrl(model, params, x, y, start, steps)        → Σ_t ∇BPTT_θ(t) (docs/theory.md §6.3), or None
 
@@ -22,12 +24,17 @@ P-conv: channels-last).
 `tensors`), the argument checks (`epbench.core.validate`), the learning-rate lookup, zero starts,
 the residual, the traces as numpy in canonical order, full-precision cuDNN (no TF32, so that
 backends agree) and `synchronize`. It offers `rtrl_gradient` (`epbench.core.protocols.RtrlNetwork`)
-exactly when its family has an `rtrl` function.
+exactly when its family has an `rtrl` function. Holomorphic EP (`points` ≥ 2, docs/theory.md §2.5)
+runs the family's one-sided traces once per phase of `epbench.core.estimators.holomorphic_phases`,
+on complex copies of the tensors for a complex β_k (`complex_copy`), and keeps the real part of
+their weighted sum; a family offers it with a `holomorphic_phase` function (the tied fully
+connected one): the traces of one complex β and the largest |Im| of ρ's argument on the way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -37,6 +44,8 @@ import numpy as np
 import torch
 
 from epbench.core.errors import BackendError
+from epbench.core.estimators import holomorphic_phases
+from epbench.core.holomorphic import STRIP, check_points, check_strip
 from epbench.core.params import param_shapes, state_shapes
 from epbench.core.spec import ModelSpec
 from epbench.core.validate import (
@@ -54,6 +63,7 @@ WHERE = "torch backend"
 
 # The one place a dtype name becomes a torch dtype.
 TORCH_DTYPES = MappingProxyType({"float32": torch.float32, "float64": torch.float64})
+COMPLEX_DTYPES = MappingProxyType({torch.float32: torch.complex64, torch.float64: torch.complex128})
 
 
 def like(dtype: str, device: str) -> dict[str, Any]:
@@ -77,9 +87,38 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def nudges(beta: float, *, symmetric: bool) -> tuple[float, ...]:
-    """The signed β of each nudged phase: (β,), or (|β|, −|β|) for the symmetric estimator."""
-    return (abs(beta), -abs(beta)) if symmetric else (float(beta),)
+def nudges(beta: float | complex, *, symmetric: bool) -> tuple[float | complex, ...]:
+    """The signed β of each nudged phase: (β,), or (|β|, −|β|) for the symmetric estimator; a
+    complex β (one phase of holomorphic EP) is kept complex."""
+    if symmetric:
+        return (abs(beta), -abs(beta))
+    return (beta if isinstance(beta, complex) else float(beta),)
+
+
+def complex_copy(tensors: Any) -> Any:
+    """A tensor, or a tuple / list / dict of them, as complex tensors of the matching precision
+    (`COMPLEX_DTYPES`): the inputs of a nudged phase at a complex β. None stays None."""
+    if tensors is None:
+        return None
+    if isinstance(tensors, dict):
+        return {k: complex_copy(v) for k, v in tensors.items()}
+    if isinstance(tensors, (tuple, list)):
+        return type(tensors)(complex_copy(v) for v in tensors)
+    return tensors.to(COMPLEX_DTYPES.get(tensors.dtype, tensors.dtype))
+
+
+def argument_imag(model: ModelSpec, states: Iterable[torch.Tensor]) -> float:
+    """The largest |Im| of ρ's argument over complex `states` (epbench.core.holomorphic): the
+    state itself in EB; in P the drive h of the hidden layers, from s = ρ(h) by the principal
+    logarithm (tanh: h = ½ log((1+s)/(1−s)), sigm: h = ½ + ¼ log(s/(1−s)))."""
+    states = [s for s in states if s.is_complex()]
+    if not states:
+        return 0.0
+    if model.setting == "EB":  # (torch's max keeps a NaN: a diverged phase is refused too)
+        return float(torch.stack([s.imag.abs().max() for s in states]).max())
+    half = STRIP[model.activation] / torch.pi  # Im h = half · arg(…)
+    ratio = (lambda s: (1 + s) / (1 - s)) if model.activation == "tanh" else (lambda s: s / (1 - s))
+    return float(torch.stack([torch.angle(ratio(s)).abs().max() for s in states]).max() * half)
 
 
 def loss_errors(s0: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,7 +142,7 @@ def empty(shape: tuple[int, ...], ref: torch.Tensor) -> torch.Tensor:
     numpy (and goes back as the trace without a copy), whose allocator asks for huge pages:
     faulting in 4 KiB pages dominated the cost of large traces ((K, 512, 784) float64 is 257 MB;
     1.5-2× faster)."""
-    if ref.device.type == "cpu":
+    if ref.device.type == "cpu" and not ref.is_complex():
         return torch.from_numpy(np.empty(shape, dtype=numpy_dtype(ref)))
     return torch.empty(shape, dtype=ref.dtype, device=ref.device)
 
@@ -124,6 +163,8 @@ class Family:
     ep_step: Callable
     bptt_step: Callable
     rtrl: Callable | None = None
+    # (traces, max |Im| of ρ's argument) of one complex β; None: no holomorphic EP
+    holomorphic_phase: Callable | None = None
     to_native: Callable[[States], States] = _same  # canonical-shaped tensors → native states
 
 
@@ -223,18 +264,54 @@ class TorchNetwork:
             residual = torch.sqrt(sum(((a - b) ** 2).sum() for a, b in zip(s, prev, strict=True)))
         return s, float(residual)
 
-    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False):
+    def ep_trace(self, params, x, y, *, start, beta, steps, symmetric=False, points=0):
         """EP traces ΔEP_s(β, t), ΔEP_θ(β, t) for t < K from `start` = s_* (docs/theory.md §2;
-        epbench.core.protocols); symmetric: (Δ(+|β|) + Δ(−|β|)) / 2."""
+        epbench.core.protocols); symmetric: (Δ(+|β|) + Δ(−|β|)) / 2; `points` = N ≥ 2:
+        holomorphic, Re Σ_k w_k Δ(β_k) over `holomorphic_phases` (§2.5)."""
         steps = check_steps("steps", steps, where=WHERE)
         beta = check_beta(beta, where=WHERE)
+        points = self._points(points)
         x, y = self._batch(x, y)
         if steps == 0:
             return self._numpy({}, 0)
         with torch.no_grad(), self._scope():
             s = self._native(start, x.shape[0])
-            out = self.family.ep_traces(self.model, params, x, y, s, beta, steps, symmetric)
+            if points:
+                out = self._holomorphic_traces(params, x, y, s, beta, steps, points)
+            else:
+                out = self.family.ep_traces(self.model, params, x, y, s, beta, steps, symmetric)
         return self._numpy(out, steps)
+
+    def _points(self, points: Any) -> int:
+        """`points` checked (`check_points`); N ≥ 2 only for a family that runs complex β."""
+        points = check_points(points, where=WHERE)
+        if points and self.family.holomorphic_phase is None:
+            raise BackendError(
+                f"{WHERE}: holomorphic EP runs tied fully connected models, found the "
+                f"{self.family.name} family"
+            )
+        if points:
+            check_strip(self.model, 0.0, beta=1.0, points=points, where=WHERE)  # its activation
+        return points
+
+    def _holomorphic_traces(self, params, x, y, s, beta, steps, points) -> Params:
+        """Re Σ_k w_k Δ(β_k) (`holomorphic_phases`): the family's one-sided traces per phase, on
+        complex copies for a complex β_k; each Δ(β_k) is divided by its own β_k by the family.
+        Raises when a phase leaves ρ's holomorphic strip (`check_strip`)."""
+        out: Params = {}
+        imag = 0.0
+        for b, w in holomorphic_phases(beta, points):
+            if isinstance(b, complex):
+                args = complex_copy((params, x, y, s))
+                part, im = self.family.holomorphic_phase(self.model, *args, b, steps)
+                imag = max(imag, im) if math.isfinite(im) else math.inf
+            else:
+                part = self.family.ep_traces(self.model, params, x, y, s, b, steps, False)
+            for name, v in part.items():
+                term = v.real * w
+                out[name] = term if name not in out else out[name].add_(term)
+        check_strip(self.model, imag, beta=beta, points=points, where=WHERE)
+        return out
 
     def bptt_trace(self, params, x, y, *, start, steps):
         """BPTT traces ∇BPTT_s(t), ∇BPTT_θ(t) for t < K, one backward pass through the K steps
@@ -263,18 +340,21 @@ class TorchNetwork:
 
     # ---- training
 
-    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False):
-        """One EP step (docs/theory.md §2), `params` updated in place: θ ← θ + lr · Σ_t ΔEP_θ(β, t).
-        Returns (params, loss, errors) without waiting for the device."""
+    def ep_step(self, params, x, y, *, free_steps, steps, beta, lrs, symmetric=False, points=0):
+        """One EP step (docs/theory.md §2), `params` updated in place: θ ← θ + lr · Σ_t ΔEP_θ(β, t)
+        (holomorphic with `points` ≥ 2, §2.5). Returns (params, loss, errors) without waiting
+        for the device."""
         free_steps = check_steps("free_steps", free_steps, where=WHERE)
         steps = check_steps("steps", steps, where=WHERE)
         beta = check_beta(beta, where=WHERE)
+        points = self._points(points)
         rates = self._rates_of(lrs)
         x, y = self._batch(x, y)
+        extra = {"points": points} if points else {}
         with torch.no_grad(), self._scope():
             return self.family.ep_step(
                 self.model, params, x, y, rates, beta,
-                free_steps=free_steps, steps=steps, symmetric=symmetric,
+                free_steps=free_steps, steps=steps, symmetric=symmetric, **extra,
             )  # fmt: skip
 
     def bptt_step(self, params, x, y, *, free_steps, steps, lrs):

@@ -38,9 +38,18 @@ from types import MappingProxyType
 import torch
 from torch.func import jacfwd
 
+from epbench.core.estimators import holomorphic_phases
 from epbench.core.spec import ModelSpec
 
-from .adapter import Family, empty, graph_loss, loss_errors, nudges
+from .adapter import (
+    Family,
+    argument_imag,
+    complex_copy,
+    empty,
+    graph_loss,
+    loss_errors,
+    nudges,
+)
 
 States = tuple[torch.Tensor, ...]
 Params = dict[str, torch.Tensor]
@@ -422,8 +431,21 @@ def zeros(model: ModelSpec, x: torch.Tensor) -> States:
 def ep_traces(model: ModelSpec, params: Params, x, y, start: States, beta, steps, symmetric):
     """EP traces ΔEP_s(β, t), ΔEP_θ(β, t) for t < K (§2; epbench.core.protocols) of the tied
     model, each ∂Φ/∂θ difference written a'b'ᵀ − abᵀ = (a' − a) b'ᵀ + a (b' − b)ᵀ (no (K+1)-long
-    temporaries). Symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each divided by its own signed β."""
-    betas = nudges(beta, symmetric=symmetric)
+    temporaries). Symmetric: (Δ(+|β|) + Δ(−|β|)) / 2, each divided by its own signed β. A
+    complex β (tensors complex too, `adapter.complex_copy`) gives the complex traces."""
+    return _ep_traces(model, params, x, y, start, nudges(beta, symmetric=symmetric), steps)[0]
+
+
+def holomorphic_phase(model: ModelSpec, params: Params, x, y, start: States, beta, steps):
+    """One complex phase of holomorphic EP (§2.5; complex tensors, complex β): its complex
+    traces Δ(β)/β, and the largest |Im| of ρ's argument along it (`adapter.argument_imag`)."""
+    out, runs = _ep_traces(model, params, x, y, start, (beta,), steps)
+    layers = range(len(model.sizes)) if model.setting == "EB" else range(1, len(model.sizes))
+    return out, argument_imag(model, [runs[0][0][0][n] for n in layers])
+
+
+def _ep_traces(model: ModelSpec, params: Params, x, y, start: States, betas, steps: int):
+    """`ep_traces` of the nudges `betas` averaged; also the runs ((states, rs), coefficient)."""
     eps = float(model.epsilon) if model.setting == "EB" else 1.0  # β_eff = εβ (EB) or β (P)
     xr = input_of(model, x)
     u, weights = projection(model, params, xr), couplings(model, params)
@@ -454,12 +476,19 @@ def ep_traces(model: ModelSpec, params: Params, x, y, start: States, beta, steps
     for n in range(layers):
         ds = sum(c * (st[n][1:] - st[n][:-1]) for (st, _), c in runs)
         out[f"s{n}"] = ds.mean(1) / eps
-    return out
+    return out, runs
 
 
-def ep_step(model: ModelSpec, params: Params, x, y, lrs, beta, *, free_steps, steps, symmetric):
+def ep_step(
+    model: ModelSpec, params: Params, x, y, lrs, beta, *, free_steps, steps, symmetric, points=0
+):
     """One EP step (§2): θ ← θ + lr · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff; symmetric:
-    (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2 β_eff). Updates `params` in place."""
+    (∂Φ/∂θ(s^{+|β|}_K) − ∂Φ/∂θ(s^{−|β|}_K)) / (2 β_eff); holomorphic with `points` ≥ 2
+    (`holomorphic_step`). Updates `params` in place."""
+    if points:
+        return holomorphic_step(
+            model, params, x, y, lrs, beta, free_steps=free_steps, steps=steps, points=points
+        )
     with small_ops(model, x):
         xr = input_of(model, x)
         u, weights = projection(model, params, xr), couplings(model, params)
@@ -482,6 +511,40 @@ def ep_step(model: ModelSpec, params: Params, x, y, lrs, beta, *, free_steps, st
                 lr = lrs[f"W{n}_{n + 1}"] * scale
                 w = params[f"W{n}_{n + 1}"]
                 w.addmm_(ra[n].t(), ra[n + 1], alpha=lr).addmm_(rb[n].t(), rb[n + 1], alpha=-lr)
+        loss, errors = loss_errors(star[0], y)
+    return params, loss, errors
+
+
+def holomorphic_step(
+    model: ModelSpec, params: Params, x, y, lrs, beta, *, free_steps, steps, points
+):
+    """One holomorphic EP step (§2.5): θ ← θ + lr · Re Σ_k c_k (∂Φ/∂θ(s^{β_k}_K) − ∂Φ/∂θ(s_*))
+    with c_k = w_k / β_k over `holomorphic_phases` (the sum of the holomorphic traces; the s_*
+    terms cancel, Σ_k c_k = 0, and are kept for rounding: each phase is a difference from s_*).
+    A complex phase runs `relax` on complex copies. Updates `params` in place."""
+    batch, depth, inputs = x.shape[0], model.depth, model.input_layers
+    with small_ops(model, x):
+        xr = input_of(model, x)
+        u, weights = projection(model, params, xr), couplings(model, params)
+        star, _ = relax(model, zeros(model, x), u, weights, free_steps)
+        rb = neighbours(model, star)
+        delta = {name: torch.zeros_like(v) for name, v in params.items()}
+        for b, w in holomorphic_phases(beta, points):
+            args = (star, u, weights, y)
+            if isinstance(b, complex):
+                args = complex_copy(args)
+            end = relax(model, *args[:3], steps, args[3], b)[0]
+            c, ra = w / (b * batch), neighbours(model, end)
+            for n in range(depth + 1):
+                d = (ra[n] - rb[n]) * c
+                delta[f"b{n}"] += d.sum(0).real
+                if n in inputs:
+                    delta[f"W{n}_x"] += (d.t() @ xr.to(d.dtype)).real
+                if n < depth:
+                    pair = d.t() @ ra[n + 1] + (rb[n] * c).t() @ (ra[n + 1] - rb[n + 1])
+                    delta[f"W{n}_{n + 1}"] += pair.real
+        for name, v in delta.items():
+            params[name].add_(v, alpha=lrs[name])
         loss, errors = loss_errors(star[0], y)
     return params, loss, errors
 
@@ -515,4 +578,5 @@ FAMILY = Family(
     ep_step=ep_step,
     bptt_step=bptt_step,
     rtrl=rtrl,
+    holomorphic_phase=holomorphic_phase,
 )
