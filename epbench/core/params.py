@@ -34,6 +34,21 @@ They are drawn after the tied parameters from the same generator, so W, b keep t
 tied model with the same seed: `B = cos α · Wᵀ + sin α · R`, R Gaussian made orthogonal to Wᵀ in
 the Frobenius inner product and rescaled to ‖Wᵀ‖; so ‖B‖ = ‖W‖, the angle between B and Wᵀ is α,
 and α = 0 gives B = Wᵀ exactly.
+
+Standard RNN baselines (`model.cell` = "rnn" or "lstm", docs/theory.md §6.4), hidden layers
+1 … N stacked (N reads x), G = 1 gate block for "rnn", G = 4 for "lstm" (torch's gate order i, f,
+g, o, one bias per layer where torch has two):
+
+    W{n}_{n}     recurrent weight of layer n, shape (G·sizes[n], sizes[n]).
+    W{N}_x       input weight of layer N, shape (G·sizes[N], inputs).
+    W{n}_{n+1}   weight from the new state of layer n+1 into layer n < N, (G·sizes[n], sizes[n+1]).
+    b{n}         bias of layer n, shape (G·sizes[n],).
+    W0_1, b0     linear read-out s⁰ = W0_1 h¹ + b0, shapes (sizes[0], sizes[1]) and (sizes[0],).
+    s0, s{n}     states: the read-out (batch, sizes[0]); layer n's h, (batch, sizes[n]), or for an
+                 LSTM [h, c] concatenated, (batch, 2·sizes[n]).
+
+They are drawn like torch's `RNN`/`LSTM` and `Linear`: U(±1/√sizes[n]) for every parameter of
+layer n ≥ 1, U(±1/√sizes[1]) for the read-out.
 """
 
 from __future__ import annotations
@@ -56,6 +71,8 @@ def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Canonical parameter names → shapes, ordered by layer (weights before the bias)."""
     if model.conv is not None:
         return _conv_param_shapes(model)
+    if model.cell != "phi":
+        return _rnn_param_shapes(model)
     shapes: dict[str, tuple[int, ...]] = {}
     asymmetric = model.feedback_angle is not None
     for n, width in enumerate(model.sizes):
@@ -86,6 +103,22 @@ def _conv_param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+GATES = {"rnn": 1, "lstm": 4}  # gate blocks of a standard RNN layer (module doc)
+
+
+def _rnn_param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Shapes of a standard RNN baseline (module doc): the read-out, then layer 1 … N."""
+    g, sizes = GATES[model.cell], model.sizes
+    shapes: dict[str, tuple[int, ...]] = {"W0_1": (sizes[0], sizes[1]), "b0": (sizes[0],)}
+    for n in range(1, model.depth + 1):
+        below = f"W{n}_x" if n == model.depth else f"W{n}_{n + 1}"
+        width = model.inputs if n == model.depth else sizes[n + 1]
+        shapes[f"W{n}_{n}"] = (g * sizes[n], sizes[n])
+        shapes[below] = (g * sizes[n], width)
+        shapes[f"b{n}"] = (g * sizes[n],)
+    return shapes
+
+
 def state_shapes(model: ModelSpec, batch: int) -> dict[str, tuple[int, ...]]:
     """Canonical state names → shapes `(batch, sizes[n])`, output layer first; conv layers of a
     conv model `(batch, C_n, H_n, W_n)`."""
@@ -94,6 +127,8 @@ def state_shapes(model: ModelSpec, batch: int) -> dict[str, tuple[int, ...]]:
         return {"s0": (batch, model.sizes[0])} | {
             f"s{n}": (batch, *shape) for n, shape in enumerate(layers, start=1)
         }
+    if model.cell == "lstm":
+        return {f"s{n}": (batch, width * (2 if n else 1)) for n, width in enumerate(model.sizes)}
     return {f"s{n}": (batch, width) for n, width in enumerate(model.sizes)}
 
 
@@ -117,6 +152,7 @@ def init_params(model: ModelSpec, *, seed: int, dtype: str = "float64") -> Param
     """Draw canonical initial parameters from `seed`: U(±1/√fan_in), drawn in `param_shapes` order
     (fan_in of a weight: the product of its shape after the first axis, C·k·k for a kernel).
 
+    `model.weight_scale` ≠ 1 multiplies every weight (W…, B…) afterwards, not the biases.
     The same seed gives the same parameters for EP and BPTT and for every backend. An asymmetric
     model's feedback weights are drawn afterwards (`feedback_weights`, module doc), so its other
     parameters equal those of the tied model.
@@ -125,16 +161,23 @@ def init_params(model: ModelSpec, *, seed: int, dtype: str = "float64") -> Param
     tied = replace(model, feedback_angle=None)
     params: Params = {}
     for name, shape in param_shapes(tied).items():
-        if name.startswith("b"):
+        if model.cell != "phi":  # torch's RNN / LSTM / Linear defaults (module doc)
+            fan_in = model.sizes[max(layer_of(name), 1)]
+        elif name.startswith("b"):
             fan_in = bias_fan_in(model, layer_of(name))
         else:
             fan_in = int(np.prod(shape[1:]))
         bound = 1.0 / np.sqrt(fan_in)
         params[name] = rng.uniform(-bound, bound, size=shape).astype(dtype)
-    if model.feedback_angle is None:
+    if model.feedback_angle is not None:
+        drawn = feedback_weights(model, params, rng=rng)
+        params = {name: (params | drawn)[name].astype(dtype) for name in param_shapes(model)}
+    if model.weight_scale == 1.0:
         return params
-    drawn = feedback_weights(model, params, rng=rng)
-    return {name: (params | drawn)[name].astype(dtype) for name in param_shapes(model)}
+    return {  # `model.weight_scale` on every weight, not the biases
+        name: (value * model.weight_scale if name[0] in "WB" else value).astype(dtype)
+        for name, value in params.items()
+    }
 
 
 def feedback_partner(name: str) -> str:
