@@ -76,7 +76,8 @@ def test_killed_coordinator_takes_its_workers_along_and_nothing_is_written_after
 ) -> None:
     psutil = pytest.importorskip("psutil")
     out = tmp_path / "results"
-    args = ["run", str(task), "--backend", "torch", "--seeds", "0,1", "--jobs", "2"]
+    args = ["run", str(task), "--backend", "torch", "--seeds", "0,1", "--no-batch-seeds"]
+    args += ["--jobs", "2"]  # two cells, one worker each
     args += ["--set", "train.epochs=10000", "--out", str(out), "--quiet"]  # hours: killed
     env = {**os.environ, "EPBENCH_LOAD_PLUGINS": "torch"}
     coordinator = subprocess.Popen(

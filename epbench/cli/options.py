@@ -209,6 +209,7 @@ class MatrixArgs:
     save_traces: bool
     repeat: int
     seeds: tuple[int, ...] | None
+    batch_seeds: bool
     resume: bool
     retries: int
     executor: str
@@ -229,6 +230,12 @@ def _matrix_params() -> list[Callable[[F], F]]:
             help="steady-state timing repetitions after the first run",
         ),
         click.option("--seeds", type=SEEDS, help="run every cell once per seed (replaces --seed)"),
+        click.option(
+            "--batch-seeds/--no-batch-seeds",
+            default=True,
+            show_default=True,
+            help="train the seeds of a cell as one batched network where the backend can",
+        ),
         click.option(
             "--resume",
             is_flag=True,
@@ -270,6 +277,7 @@ def run_options(
     if matrix_args is not None:
         more = {
             "seeds": matrix_args.seeds or (),
+            "batch_seeds": matrix_args.batch_seeds,
             "save_traces": matrix_args.save_traces,
             "repeat": matrix_args.repeat,
             "resume": matrix_args.resume,

@@ -18,6 +18,7 @@ import click
 from epbench.cli.options import PATH, POSITIVE, OneOf, registry_of
 from epbench.core.record import read_records
 from epbench.views.compare import THRESHOLD, compare_speed, compare_table, regressions
+from epbench.views.equivalence import DEFAULT_MARGIN
 from epbench.views.pivot import METRICS as PIVOT_METRICS
 from epbench.views.pivot import pivot_table
 from epbench.views.tables import AGAINST, BUILTIN, format_record, overview
@@ -30,6 +31,13 @@ from epbench.views.tables import AGAINST, BUILTIN, format_record, overview
     "--against",
     type=OneOf(AGAINST),
     help="training records beside the paper's reported errors (docs/theory.md §5, Table 1)",
+)
+@click.option(
+    "--margin",
+    type=POSITIVE,
+    default=DEFAULT_MARGIN,
+    show_default=True,
+    help="equivalence margin of EP − BPTT test error, percent points (with --against paper)",
 )
 @click.option(
     "--pivot",
@@ -51,6 +59,7 @@ def table(
     results: tuple[Path, ...],
     detail: bool,
     against: str | None,
+    margin: float,
     pivot: str | None,
     metric: str,
 ) -> int:
@@ -69,7 +78,7 @@ def table(
     if pivot:
         print(pivot_table(records, key=pivot, metric=metric))
         return 0
-    print(overview(records, measurements=measurements, against=against))
+    print(overview(records, measurements=measurements, against=against, margin=margin))
     return 0
 
 

@@ -15,7 +15,7 @@ records are shown (`format` for one record, `table` for many).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -33,6 +33,8 @@ class Cell:
 
     progress   how long measurements show progress: None (quiet), "bar" (a terminal) or "lines".
     arguments  measurement-specific settings of the run (`argument`), e.g. parity's `against`.
+    seeds      the seeds measured together in this cell (`SeedBatchedMeasurement`), `seed` first;
+               empty for a cell of one seed. `group` is the seeds of the cell either way.
     """
 
     spec: TaskSpec
@@ -47,6 +49,16 @@ class Cell:
     resume: bool = False
     progress: str | None = None
     arguments: tuple[tuple[str, Any], ...] = ()
+    seeds: tuple[int, ...] = ()
+
+    @property
+    def group(self) -> tuple[int, ...]:
+        """The seeds this cell measures: `seeds`, or (`seed`,)."""
+        return self.seeds or (self.seed,)
+
+    def one_seed(self, seed: int) -> Cell:
+        """This cell for `seed` alone (what a record of a batched cell describes)."""
+        return replace(self, seed=seed, seeds=())
 
     def argument(self, name: str, default: Any = None) -> Any:
         """The run-level setting `name` of this cell's measurement, or `default`."""
@@ -55,7 +67,8 @@ class Cell:
     @property
     def label(self) -> str:
         extra = f" ({self.measurement})" if self.measurement != "gdu" else ""
-        return f"{self.spec.cell} on {self.backend} seed {self.seed}{extra}"
+        seeds = f"seeds {','.join(map(str, self.seeds))}" if self.seeds else f"seed {self.seed}"
+        return f"{self.spec.cell} on {self.backend} {seeds}{extra}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +104,22 @@ class Measurement(Protocol):
         ...
 
 
+@runtime_checkable
+class SeedBatchedMeasurement(Protocol):
+    """Optional: a measurement that measures several seeds of a cell in one call (`train` trains
+    them as one batched network where the backend can, `epbench.core.protocols.SeedNetwork`).
+    The matrix then hands it one `Cell` whose `seeds` hold them all."""
+
+    def run_seeds(self, cell: Cell, backend: Backend, inputs: Any, output: Output) -> list[Record]:
+        """One record's fields per seed of `cell.group`, in that order (as `run` returns)."""
+        ...
+
+
+def batches_seeds(measurement: Measurement) -> bool:
+    """Whether `measurement` measures the seeds of a cell together (`SeedBatchedMeasurement`)."""
+    return isinstance(measurement, SeedBatchedMeasurement) and measurement.run_seeds is not None
+
+
 @dataclass(frozen=True, kw_only=True)
 class MeasurementFunctions:
     """A `Measurement` made of plain functions (how the built-ins are declared)."""
@@ -101,3 +130,4 @@ class MeasurementFunctions:
     format: Callable[[Record], str]
     table: Callable[[Sequence[Record]], str]
     description: str = ""
+    run_seeds: Callable[[Cell, Backend, Any, Output], list[Record]] | None = None

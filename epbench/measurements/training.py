@@ -59,7 +59,7 @@ from epbench.config import datasets
 from epbench.config.tasks import config_hash
 from epbench.core.checkpoint import load_checkpoint, save_checkpoint
 from epbench.core.errors import DataError, ResultsError, TaskError
-from epbench.core.estimators import NUDGE_STREAM
+from epbench.core.estimators import NUDGE_STREAM, points_of
 from epbench.core.liveness import exit_if_orphaned
 from epbench.core.params import feedback_angles_deg, feedback_names, learning_rates
 from epbench.core.process_memory import peak_memory_bytes, reset_peak_memory
@@ -299,11 +299,13 @@ def _step_function(net: Network, spec: TaskSpec, *, algorithm: str, symmetric: b
     cell's T, K and learning rates (docs/theory.md §2: EP applies Σ_t ΔEP_θ, BPTT −∂L/∂θ)."""
     T, K = spec.dynamics.T, spec.dynamics.K
     lrs = learning_rates(spec.model, spec.train.lrs, feedback=spec.train.feedback)
+    points = points_of(spec.dynamics)  # holomorphic EP (docs/theory.md §2.5); 0 otherwise
+    extra = {"points": points} if points else {}
 
     def step(params: Any, x: np.ndarray, y: np.ndarray, b: float) -> tuple[Any, Any, Any]:
         if algorithm == "ep":
             return net.ep_step(
-                params, x, y, free_steps=T, steps=K, beta=b, lrs=lrs, symmetric=symmetric
+                params, x, y, free_steps=T, steps=K, beta=b, lrs=lrs, symmetric=symmetric, **extra
             )
         return net.bptt_step(params, x, y, free_steps=T, steps=K, lrs=lrs)
 
@@ -341,14 +343,10 @@ def train_algorithm(
         raise ValueError(f"progress: expected None or one of {PROGRESS}, found {progress!r}")
     T, B, epochs = spec.dynamics.T, spec.data.batch, spec.train.epochs
     steps_per_epoch = len(data.x) // B
-    key = run_key(spec)
-    curves: dict[str, list[float]] = {name: [] for name in CURVES}
-    curves.update({f"{ANGLE_CURVE}.{name}": [] for name in feedback_names(spec.model)})
-    curves.update({f"{NORM_CURVE}.{name}": [] for name in initial})
-    run = _Run(params=initial, curves=curves)
-    expected = {"key": key, "algorithm": algorithm, "seed": seed, "steps": steps_per_epoch}
-    if resume:
-        run = _resumed(checkpoint, run, expected=expected, epochs=epochs)
+    run, expected = start_run(
+        spec, initial, algorithm=algorithm, seed=seed, steps_per_epoch=steps_per_epoch,
+        checkpoint=checkpoint, resume=resume,
+    )  # fmt: skip
     resumed_from = run.done
 
     def save(params: dict[str, np.ndarray]) -> None:
@@ -391,6 +389,30 @@ def train_algorithm(
                 file=sys.stderr,
             )
     return _summary(run, steps_per_epoch=steps_per_epoch, batch=B, resumed_from=resumed_from)
+
+
+def start_run(
+    spec: TaskSpec,
+    initial: dict[str, np.ndarray],
+    *,
+    algorithm: str,
+    seed: int,
+    steps_per_epoch: int,
+    checkpoint: Path,
+    resume: bool,
+) -> tuple[_Run, dict[str, Any]]:
+    """A run's state before its first epoch: from `initial` with empty curves, or (`resume`)
+    continued from `checkpoint` (`_resumed`); and the identity its checkpoints carry (the key
+    of `run_key`, the algorithm, the seed, the steps per epoch)."""
+    curves: dict[str, list[float]] = {name: [] for name in CURVES}
+    curves.update({f"{ANGLE_CURVE}.{name}": [] for name in feedback_names(spec.model)})
+    curves.update({f"{NORM_CURVE}.{name}": [] for name in initial})
+    run = _Run(params=initial, curves=curves)
+    identity = {"key": run_key(spec), "algorithm": algorithm, "seed": seed}
+    identity["steps"] = steps_per_epoch
+    if resume:
+        run = _resumed(checkpoint, run, expected=identity, epochs=spec.train.epochs)
+    return run, identity
 
 
 def _divergence(

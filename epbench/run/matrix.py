@@ -22,12 +22,13 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from epbench.config.tasks import config_hash
 from epbench.core.errors import EpbenchError
-from epbench.core.measurement import Cell, Output
+from epbench.core.measurement import Cell, Output, batches_seeds
 from epbench.core.protocols import Backend
 from epbench.core.record import cell_key
 from epbench.core.spec import TaskSpec
@@ -113,35 +114,41 @@ def run_matrix(
         parallel = executor.slots() > 1
         quiet = options.quiet or parallel or not executor.terminal
         bars = None if quiet else "bar" if sys.stderr.isatty() else "lines"
-        matrix = resolve_cells(specs, list(by_name), options=options, progress=bars)
+        batched = [name for name, m in measurements.items() if batches_seeds(m)]
+        matrix = resolve_cells(
+            specs, list(by_name), options=options, progress=bars, batched=batched
+        )
         _check_data(matrix, measurements, keep=executor.in_process)
         env = {**environment(), "executor": executor.name}
         select, block = plugin_knobs()
+        groups = [cell.group for cell in matrix]
+        matrix, records = _resume(matrix, ok_records(writer.folder) if options.resume else {})
         jobs = [
             CellJob(index=i, cell=cell, records=writer.path, env=env, select=select, block=block)
             for i, cell in enumerate(matrix)
         ]
-        records: list[dict[str, Any] | None] = [None] * len(jobs)
-        if options.resume:
-            done = ok_records(writer.folder)
-            records = [done.get(_key(cell)) for cell in matrix]
-        todo = deque(i for i, record in enumerate(records) if record is None)
-        meter = MatrixProgress(len(todo), parallel=parallel, emit=progress)
-        if progress and len(todo) < len(jobs):
-            progress(f"{len(jobs) - len(todo)} of {len(jobs)} cells have ok records: not run again")
-        _drive(
-            executor,
-            jobs,
-            records,
-            todo,
-            objects=lambda cell: (by_name[cell.backend], measurements[cell.measurement]),
-            writer=writer,
-            env=env,
-            meter=meter,
-            retries=retries,
-            on_record=on_record,
-        )
-        return [record for record in records if record is not None]
+        todo = deque(i for i, group in enumerate(groups) if len(records[i]) < len(group))
+        terminal = progress is not None and not options.quiet and sys.stderr.isatty()
+        meter = MatrixProgress(len(todo), parallel=parallel, emit=progress, bar=terminal)
+        have, total = sum(map(len, records)), sum(map(len, groups))
+        if progress and have:
+            progress(f"{have} of {total} cells have ok records: not run again")
+        try:
+            _drive(
+                executor,
+                jobs,
+                records,
+                todo,
+                objects=lambda cell: (by_name[cell.backend], measurements[cell.measurement]),
+                writer=writer,
+                env=env,
+                meter=meter,
+                retries=retries,
+                on_record=on_record,
+            )
+        finally:
+            meter.close()
+        return [records[i][seed] for i, group in enumerate(groups) for seed in group]
     finally:
         if own:
             executor.close()
@@ -150,7 +157,7 @@ def run_matrix(
 def _drive(
     executor: Executor,
     jobs: list[CellJob],
-    records: list[dict[str, Any] | None],
+    records: list[dict[int, dict[str, Any]]],
     todo: deque[int],
     *,
     objects: Callable[[Cell], tuple[Backend, Any]],
@@ -160,8 +167,8 @@ def _drive(
     retries: int,
     on_record: Callable[[dict[str, Any]], None] | None,
 ) -> None:
-    """Keep the executor's slots busy with the `todo` jobs until every one has a record: write
-    each record as its cell ends (into `records`, in matrix order), retry a failed cell up to
+    """Keep the executor's slots busy with the `todo` jobs until every one has its records: write
+    each record as its cell ends (into `records[i]`, by seed), retry a failed cell up to
     `retries` more times. `objects(cell)` gives the coordinator's backend and measurement."""
     attempts = [0] * len(jobs)
     running: dict[Future, int] = {}
@@ -179,17 +186,19 @@ def _drive(
             finished, _ = wait(running, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
             for future in sorted(finished, key=running.__getitem__):
                 i = running.pop(future)
-                record = _cell_record(future, jobs[i], env, executor.in_process)
-                if record["status"] == "failed" and attempts[i] <= retries:
+                outcome = _cell_records(future, jobs[i], env, executor.in_process)
+                failed = any(record["status"] == "failed" for record in outcome)
+                if failed and attempts[i] <= retries:
                     meter.ended(jobs[i].label, "failed", retry=f"attempt {attempts[i] + 1}")
                     todo.appendleft(i)
                     continue
-                record["attempts"] = attempts[i]
-                writer.write(record)
-                records[i] = record
-                meter.ended(jobs[i].label, record["status"])
-                if on_record:
-                    on_record(record)
+                for record in outcome:
+                    record["attempts"] = attempts[i]
+                    writer.write(record)
+                    records[i][record["seed"]] = record
+                    if on_record:
+                        on_record(record)
+                meter.ended(jobs[i].label, _worst(outcome))
     finally:
         for future in running:
             future.cancel()
@@ -221,12 +230,13 @@ def _key(cell: Cell) -> tuple:
     )
 
 
-def _cell_record(
+def _cell_records(
     future: Future, job: CellJob, env: dict[str, Any], in_process: bool
-) -> dict[str, Any]:
-    """The record a finished cell job gives: the worker's, or a `failed` one when the worker
-    died or could not run it. An `EpbenchError` (raised here, or sent back as text) stops the run,
-    and so does any other exception of a cell run `in_process` (there is no worker to lose).
+) -> list[dict[str, Any]]:
+    """The records a finished cell job gives (one per seed of the cell): the worker's, or
+    `failed` ones when the worker died or could not run it. An `EpbenchError` (raised here, or
+    sent back as text) stops the run, and so does any other exception of a cell run
+    `in_process` (there is no worker to lose).
     """
     try:
         outcome = future.result()
@@ -235,8 +245,35 @@ def _cell_record(
     except Exception as err:  # BrokenProcessPool, KilledWorker, a worker's import error, …
         if in_process:
             raise
-        record = start_record(job.cell, env)
-        return {**record, "status": "failed", "reason": f"worker lost: {error_line(err)}"}
+        reason = f"worker lost: {error_line(err)}"
+        return [
+            {**start_record(job.cell.one_seed(seed), env), "status": "failed", "reason": reason}
+            for seed in job.cell.group
+        ]
     if outcome.error is not None:
         raise EpbenchError(outcome.error)
-    return outcome.record
+    return list(outcome.records)
+
+
+def _worst(records: list[dict[str, Any]]) -> str:
+    """The status shown for a cell of several seeds: the first that is not `ok`, else ok."""
+    return next((r["status"] for r in records if r["status"] != "ok"), "ok")
+
+
+def _resume(
+    matrix: list[Cell], done: dict[tuple, dict[str, Any]]
+) -> tuple[list[Cell], list[dict[int, dict[str, Any]]]]:
+    """Each cell with only the seeds still to run (`done`: the `ok` records by `_key`), and the
+    records that stand in for the others, by seed. A cell left with one seed is a plain one."""
+    cells, found = [], []
+    for cell in matrix:
+        have = {
+            seed: done[_key(cell.one_seed(seed))]
+            for seed in cell.group
+            if _key(cell.one_seed(seed)) in done
+        }
+        left = tuple(seed for seed in cell.group if seed not in have) or cell.group
+        several = left if len(left) > 1 else ()
+        cells.append(replace(cell, seed=left[0], seeds=several))
+        found.append(have)
+    return cells, found

@@ -2,12 +2,14 @@
 
 What comes in: the task cells (`TaskSpec`s, epbench.config.tasks), backend names, seeds, and the
 `RunOptions` of one `epbench run`. What goes out: one `Cell` (epbench.core.measurement) per task
-cell × backend × seed × measurement, with dtype (the run's `--dtype`, else the task's), device,
+cell × backend × seed × measurement (or × the seeds together, for a measurement that batches
+them), with dtype (the run's `--dtype`, else the task's), device,
 seed, progress and every measurement setting settled, so no layer below works them out again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ class RunOptions:
     dtype: str | None = None  # None: the task's own dtype
     seed: int = 0
     seeds: tuple[int, ...] = ()  # run every cell once per seed; empty: (seed,)
+    batch_seeds: bool = True  # the seeds of a cell in one job, for measurements that batch them
     data_dir: Path | None = None
     save_traces: bool = False
     repeat: int = 1  # steady-state repetitions timed after the first (warm-up) run
@@ -62,11 +65,22 @@ def resolve_cell(
 
 
 def resolve_cells(
-    specs: list[TaskSpec], backends: list[str], *, options: RunOptions, progress: str | None
+    specs: list[TaskSpec],
+    backends: list[str],
+    *,
+    options: RunOptions,
+    progress: str | None,
+    batched: Collection[str] = (),
 ) -> list[Cell]:
-    """Every cell of the matrix in order: task cell, then backend, then seed, then measurement."""
-    return [
-        resolve_cell(
+    """Every cell of the matrix in order: task cell, then backend, then seed, then measurement.
+    With `options.batch_seeds` and several seeds, a measurement named in `batched`
+    (`epbench.core.measurement.SeedBatchedMeasurement`) gets one cell for all of them, at the
+    first seed's place, with `Cell.seeds` set."""
+    seeds = options.seed_list()
+    together = options.batch_seeds and len(seeds) > 1
+
+    def cell(spec: TaskSpec, backend: str, seed: int, measurement: str) -> Cell:
+        one = resolve_cell(
             spec,
             measurement=measurement,
             backend=backend,
@@ -74,10 +88,15 @@ def resolve_cells(
             options=options,
             progress=progress,
         )
+        return replace(one, seeds=seeds) if together and measurement in batched else one
+
+    return [
+        cell(spec, backend, seed, measurement)
         for spec in specs
         for backend in backends
-        for seed in options.seed_list()
+        for seed in seeds
         for measurement in spec.measure
+        if not (together and measurement in batched and seed != seeds[0])
     ]
 
 

@@ -121,7 +121,7 @@ def train_table(records: Iterable[AnyRecord]) -> str:
     return _table([_train_row(r) for r in records_in(records)], TRAIN_HEADERS)
 
 
-def _mean_std(values: list[float], fmt: str = ".2f") -> str:
+def mean_std(values: list[float], fmt: str = ".2f") -> str:
     """`mean ± std` (sample std, n − 1) of a list, `mean` alone for one value, — for none."""
     if not values:
         return "—"
@@ -208,14 +208,14 @@ def seed_summary_table(records: Iterable[AnyRecord]) -> str:
                 dtype,
                 ",".join(map(str, s["seeds"])) or "—",
                 ",".join(map(str, s["not_ok"])) or "",
-                _mean_std(s["ep_test"]),
-                _mean_std(s["bptt_test"]),
-                _mean_std(s["paired"], "+.2f"),
-                _mean_std(s["ep_seconds"]),
-                _mean_std(s["bptt_seconds"]),
+                mean_std(s["ep_test"]),
+                mean_std(s["bptt_test"]),
+                mean_std(s["paired"], "+.2f"),
+                mean_std(s["ep_seconds"]),
+                mean_std(s["bptt_seconds"]),
                 num(s["ratio"], ".2f"),
-                _mean_std(s["ep_speed"], ",.0f"),
-                _mean_std(s["bptt_speed"], ",.0f"),
+                mean_std(s["ep_speed"], ",.0f"),
+                mean_std(s["bptt_speed"], ",.0f"),
             ]
         )
     return _table(rows, SEED_HEADERS)
@@ -267,13 +267,13 @@ def paper_table(records: Iterable[AnyRecord]) -> str:
                 dtype,
                 f"{'/'.join(map(str, epochs)) or '—'} / {paper[0] if paper else '—'}",
                 len(s["seeds"]),
-                _mean_std(s["ep_test"]),
+                mean_std(s["ep_test"]),
                 f"≈ {paper[1]:.1f}" if paper else "—",
-                _mean_std(s["bptt_test"]),
+                mean_std(s["bptt_test"]),
                 f"≈ {paper[2]:.1f}" if paper else "—",
-                _mean_std(s["paired"], "+.2f"),
-                _mean_std(s["ep_seconds"]),
-                _mean_std(s["bptt_seconds"]),
+                mean_std(s["paired"], "+.2f"),
+                mean_std(s["ep_seconds"]),
+                mean_std(s["bptt_seconds"]),
                 num(s["ratio"], ".2f"),
             ]
         )
@@ -313,6 +313,8 @@ def format_train(record: AnyRecord) -> str:
     ]
     lines = [head, _table(_epoch_rows(ep, bptt), headers)]
     for name, block in (("EP", ep), ("BPTT", bptt)):
+        if not block:  # not trained in this cell (`train.algorithms`)
+            continue
         resumed = block.get("resumed_from")
         lines.append(
             f"{name}: {num(block.get('samples_per_s'), ',.0f')} img/s, warm-up "

@@ -1,7 +1,7 @@
 """The worker's side of a cell: `run_cell(job)` runs one `CellJob` in the process it lands in.
 
 What comes in: a `CellJob` (epbench.run.executors). What goes out: a `CellOutcome` holding the
-record of `epbench.run.dispatch.measure` (not written: the coordinator writes it), or an
+records of `epbench.run.dispatch.measure_cell` (not written: the coordinator writes it), or an
 `EpbenchError`'s message. Per process, the plugin registry (`worker_registry`) and the inputs
 (`cell_inputs`) are built once and reused by the next cells; the peak memory is reset before
 each cell, so a record's `peak_memory_bytes` is that cell's own (Linux; elsewhere the process's
@@ -21,7 +21,7 @@ from epbench.core.protocols import Backend
 from epbench.measurements.inputs import input_key, load_inputs
 from epbench.plugins.manager import make_plugin_manager
 from epbench.plugins.registry import Registry
-from epbench.run.dispatch import measure
+from epbench.run.dispatch import measure_cell
 from epbench.run.executors.job import CellJob, CellOutcome
 from epbench.run.store import RecordWriter, worker_environment
 
@@ -70,10 +70,10 @@ def clear_caches() -> None:
     worker_registry.cache_clear()
 
 
-def execute(job: CellJob, backend: Backend, measurement: Measurement) -> dict[str, Any]:
+def execute(job: CellJob, backend: Backend, measurement: Measurement) -> list[dict[str, Any]]:
     """Measure `job`'s cell with `backend` and `measurement` in this process and return its
-    record; the environment is the coordinator's with this process's host, CPU, versions and
-    pid."""
+    records (one per seed of the cell); the environment is the coordinator's with this
+    process's host, CPU, versions and pid."""
     inputs = cell_inputs(measurement.inputs, job.cell)
     writer = RecordWriter.at(job.records)
     output = Output(
@@ -82,7 +82,7 @@ def execute(job: CellJob, backend: Backend, measurement: Measurement) -> dict[st
         environment={**job.env, **worker_environment()},
     )
     reset_peak_memory()
-    return measure(measurement, job.cell, backend, inputs, output)
+    return measure_cell(measurement, job.cell, backend, inputs, output)
 
 
 def run_cell(job: CellJob) -> CellOutcome:
@@ -92,6 +92,6 @@ def run_cell(job: CellJob) -> CellOutcome:
         registry = worker_registry(job.select, job.block)
         backend = registry.get_backend(job.cell.backend)
         measurement = registry.get_measurement(job.cell.measurement)
-        return CellOutcome(record=execute(job, backend, measurement))
+        return CellOutcome(records=tuple(execute(job, backend, measurement)))
     except EpbenchError as err:  # sent back as text: exception classes need not pickle
         return CellOutcome(error=str(err))

@@ -28,7 +28,7 @@ class InlineExecutor:
         """Run `job` with the given objects now; the future is already done."""
         future: Future[CellOutcome] = Future()
         try:
-            future.set_result(CellOutcome(record=execute(job, backend, measurement)))
+            future.set_result(CellOutcome(records=tuple(execute(job, backend, measurement))))
         except Exception as err:  # the caller decides: EpbenchError stops the run
             future.set_exception(err)
         return future

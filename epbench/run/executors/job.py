@@ -32,10 +32,11 @@ class CellJob:
 
 @dataclass(frozen=True, kw_only=True)
 class CellOutcome:
-    """What a worker sends back: the cell's record, or the message of an `EpbenchError` (bad data,
-    a refused checkpoint, an unknown backend), which stops the whole run."""
+    """What a worker sends back: the cell's records (one per seed of `Cell.group`), or the
+    message of an `EpbenchError` (bad data, a refused checkpoint, an unknown backend), which
+    stops the whole run."""
 
-    record: dict[str, Any] | None = None
+    records: tuple[dict[str, Any], ...] = ()
     error: str | None = None
 
 
