@@ -37,6 +37,7 @@ from epbench.core.paths import check_name
 from epbench.core.record import nesting_depth
 from epbench.core.spec import (
     ACTIVATIONS,
+    CELLS,
     DATA_SOURCES,
     DTYPES,
     ESTIMATORS,
@@ -69,14 +70,18 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "clamp": ("boolean", False),
         "conv": ("conv table", False),
         "feedback_angle": ("angle in degrees", False),
+        "cell": ("cell kind", False),
+        "weight_scale": ("positive number", False),
     },
     "dynamics": {
         "T": ("positive integer", True),
         "K": ("positive integer", True),
         "beta": ("non-zero number", True),
         "estimator": ("estimator", False),
+        "points": ("holomorphic point count", False),
         "betas": ("β grid", False),
         "nudge": ("nudge", False),
+        "sweep_T": ("list of positive integers", False),
     },
     "data": {
         "source": ("data source", True),
@@ -118,6 +123,7 @@ LIMITS = MappingProxyType(
         "model.conv.pool": 10**3,
         "dynamics.T": 10**6,
         "dynamics.K": 10**6,
+        "dynamics.sweep_T": 10**6,
         "data.batch": 10**6,
         "data.index": 10**7,
         "data.subset": 10**7,
@@ -546,6 +552,16 @@ def config_hash(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# Integer kinds with a lower bound: kind → (floor, what is expected). `dynamics.points` is the
+# number of holomorphic EP's nudges on the circle of radius |β| (docs/theory.md §2.5).
+INTEGER_FLOORS = MappingProxyType(
+    {
+        "non-negative integer": (0, "a non-negative integer"),
+        "holomorphic point count": (2, "an integer N ≥ 2 (holomorphic EP's nudge points)"),
+    }
+)
+
+
 def _check(where: str, field: str, kind: str, value: Any) -> Any:
     """Validate one field value against its kind; return it normalised (tuples for lists)."""
 
@@ -575,9 +591,9 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
     if kind == "positive integer":
         if not is_int(value) or value <= 0:
             fail("a positive integer")
-    elif kind == "non-negative integer":
-        if not is_int(value) or value < 0:
-            fail("a non-negative integer")
+    elif kind in INTEGER_FLOORS:  # an integer ≥ its floor
+        if not is_int(value) or value < INTEGER_FLOORS[kind][0]:
+            fail(INTEGER_FLOORS[kind][1])
     elif kind == "positive number":
         if not is_num(value) or value <= 0:
             fail("a positive number" if is_num(value) else "a finite positive number")
@@ -615,17 +631,23 @@ def _check(where: str, field: str, kind: str, value: Any) -> Any:
             fail("a list of finite positive numbers")
         return tuple(float(v) for v in value)
     elif kind == "algorithms":
-        if (
-            not isinstance(value, list)
-            or not value
-            or any(v not in TRAIN_ALGORITHMS for v in value)
-            or len(set(value)) != len(value)
-        ):
-            fail(f"a non-empty list of distinct algorithms among {', '.join(TRAIN_ALGORITHMS)}")
-        return tuple(value)
+        return _algorithms(where, field, value)
     elif kind == "conv table":
         return _conv_table(where, field, value)
     return value
+
+
+def _algorithms(where: str, field: str, value: Any) -> tuple[str, ...]:
+    """`train.algorithms`: a non-empty list of distinct names of TRAIN_ALGORITHMS, as a tuple."""
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(v not in TRAIN_ALGORITHMS for v in value)
+        or len(set(value)) != len(value)
+    ):
+        expected = f"a non-empty list of distinct algorithms among {', '.join(TRAIN_ALGORITHMS)}"
+        raise TaskError(where, field, expected, value)
+    return tuple(value)
 
 
 def _check_limit(where: str, field: str, value: Any) -> Any:
@@ -860,6 +882,49 @@ def _check_measure(
             )
 
 
+# ---- standard RNN baselines (model.cell, docs/theory.md §6.4)
+
+RNN_MEASURES = ("train", "gradient-flow")  # what a standard RNN cell can be measured with
+
+
+def _check_standard_rnn(model: ModelSpec, train: TrainSpec, measure: list, where: str) -> None:
+    """A standard RNN (`model.cell` rnn or lstm) is a fully connected, tied tanh network in the
+    P setting, trained by BPTT only, measured by `RNN_MEASURES` only (EP needs a Φ)."""
+    if model.cell not in CELLS:
+        raise TaskError(where, "model.cell", f"one of {', '.join(CELLS)}", model.cell)
+    if model.cell == "phi":
+        return
+    fixed = {
+        "setting": ("P", '"P"'),
+        "activation": ("tanh", '"tanh"'),
+        "input_to": ((), "[]"),
+        "conv": (None, "no [model.conv]"),
+        "feedback_angle": (None, "no angle"),
+        "clamp": (False, "false"),
+    }
+    for name, (value, text) in fixed.items():
+        if getattr(model, name) != value:
+            raise TaskError(
+                where, f"model.{name}", f"{text} for model.cell = {model.cell!r}",
+                getattr(model, name),
+            )  # fmt: skip
+    if "train" in measure and "ep" in train.algorithms:
+        raise TaskError(
+            where,
+            "train.algorithms",
+            f'["bptt"] for model.cell = {model.cell!r} (EP needs a primitive Φ)',
+            list(train.algorithms),
+        )
+    other = [m for m in measure if m not in RNN_MEASURES]
+    if other:
+        raise TaskError(
+            where,
+            "measure",
+            f"measurements among {', '.join(RNN_MEASURES)} for model.cell = {model.cell!r}",
+            measure,
+        )
+
+
 def build_spec(
     config: Mapping[str, Any],
     *,
@@ -880,6 +945,7 @@ def build_spec(
     measure = config.get("measure", ["gdu"])
     known = tuple(measurements) if measurements is not None else measurement_names()
     _check_measure(measure, model, dynamics, data, train, where, known=known)
+    _check_standard_rnn(model, train, measure, where)
     dtype = config.get("dtype", "float64")
     if dtype not in DTYPES:
         raise TaskError(where, "dtype", f"one of {', '.join(DTYPES)}", dtype)

@@ -17,6 +17,8 @@ averaged over the batch (docs/theory.md §4). Index `t` of a trace is step `t` o
           (so the EB weight trace is (ρ(sⁿ)ρ(sⁿ⁺¹)ᵀ|_{t+1} − …|_t) / β: ε cancels).
           Symmetric: half the difference of the `+β` and `−β` traces, i.e. (Δ(+β) + Δ(−β)) / 2
           with each Δ divided by its own signed β_eff.
+          Holomorphic (N points): Re (1/N) Σ_k Δ(β_k), β_k = |β| e^{2πik/N}, each Δ divided by
+          its own complex β_eff (N = 2 is the symmetric estimator).
     BPTT  ∇BPTT_s(t) = Σ_b ∂L/∂s_{T−t}        (= the batch mean of the per-example ∂ℓ_b/∂s)
           ∇BPTT_θ(t) = ∂L/∂θ_{T−t}           (the share through the transition into s_{T−t})
           with L = (1/2B) Σ_b ‖s⁰_{b,T} − y_b‖², computed in ONE backward pass through the last K
@@ -33,8 +35,9 @@ true per-parameter shares (W through the drive of layer n, B through that of lay
 
 Optional capabilities are declared protocols of their own, tested with `isinstance` (never
 probed by name): `RtrlNetwork` on a network; `ReferenceBackend`, `OpTimingBackend`,
-`MemoryStatsBackend` and `ProfilerBackend` on a backend. `capabilities` lists those an object has
-(`epbench backends` shows them).
+`MemoryStatsBackend`, `ProfilerBackend` and `SeedBatchingBackend` (several seeds trained as one
+`SeedNetwork`) on a backend. `capabilities` lists those an object has (`epbench backends` shows
+them).
 
 What the core checks before it builds (`epbench.core.support.support_reason`): every `ModelSpec`
 field that a cell sets must be in the backend's `model_fields` (an allow-list: a field added to
@@ -44,7 +47,7 @@ the dtype and device are known names; then the backend's own `supports` may stil
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -96,10 +99,16 @@ class Network(Protocol):
         beta: float,
         steps: int,
         symmetric: bool = False,
+        points: int = 0,
     ) -> dict[str, np.ndarray]:
         """EP traces of the nudged phase (`steps` = K steps from `start` = s_*), see module doc.
 
-        `beta` may be negative (the −β estimator); `symmetric` nudges with +|β| and −|β|.
+        `beta` may be negative (the −β estimator); `symmetric` nudges with +|β| and −|β|;
+        `points` = N ≥ 2 is holomorphic EP (docs/theory.md §2.5; it overrides `symmetric`): N
+        complex nudges β_k = |β| e^{2πik/N} on complex states, the trace
+        Re[(1/(N|β|)) Σ_k e^{−2πik/N} Δ(β_k)] (`epbench.core.estimators.holomorphic_phases`), a
+        one-line error when the complex states leave the activation's holomorphic strip. 0: not
+        holomorphic. The keyword is optional: it is only ever passed to ask for holomorphic EP.
         Keys: every parameter name and every state name.
         """
         ...
@@ -124,9 +133,11 @@ class Network(Protocol):
         beta: float,
         lrs: dict[str, float],
         symmetric: bool = False,
+        points: int = 0,
     ) -> tuple[Native, Native, Native]:
         """One EP training step: free phase (`free_steps` = T), nudged phase (`steps` = K), then
         θ ← θ + lr_θ · Σ_t ΔEP_θ(β, t) = θ + lr_θ · (∂Φ/∂θ(s^β_K) − ∂Φ/∂θ(s_*)) / β_eff.
+        `symmetric` and `points` as in `ep_trace` (holomorphic: the sum of its traces).
 
         Returns (new params, loss, errors): the batch-mean loss ½‖s⁰_* − y‖² and the number of
         misclassified examples at the free fixed point, as 0-d native arrays (no device sync).
@@ -250,6 +261,76 @@ class ProfilerBackend(Protocol):
 
 
 @runtime_checkable
+class SeedNetwork(Protocol):
+    """Several seeds of one model trained as one network: every parameter, batch, β, loss and
+    error count carries a leading seed axis of length `seeds` (what `SeedBatchingBackend` builds).
+    Seed i of a batched step computes what `Network.ep_step` / `bptt_step` computes for seed i
+    alone (the same update rules, docs/theory.md §2 and §5), so a batched run's records equal a
+    sequential run's up to rounding."""
+
+    model: ModelSpec
+    dtype: str
+    device: str
+    seeds: int
+
+    def load(self, params: Sequence[dict[str, np.ndarray]]) -> Native:
+        """One canonical parameter dict per seed → the stacked native parameters."""
+        ...
+
+    def dump(self, params: Native) -> list[dict[str, np.ndarray]]:
+        """Stacked native parameters → one canonical numpy dict per seed (copies)."""
+        ...
+
+    def ep_step(
+        self,
+        params: Native,
+        x: Any,
+        y: Any,
+        *,
+        free_steps: int,
+        steps: int,
+        beta: Sequence[float],
+        lrs: dict[str, float],
+        **estimator: Any,
+    ) -> tuple[Native, Native, Native]:
+        """`Network.ep_step` of every seed at once: x of shape (S, B, inputs), y (S, B, outputs),
+        one β per seed; `estimator` the keywords `Network.ep_step` takes after `lrs`. Returns
+        (new params, losses (S,), error counts (S,)) as native arrays (no device sync)."""
+        ...
+
+    def bptt_step(
+        self, params: Native, x: Any, y: Any, *, free_steps: int, steps: int, lrs: dict[str, float]
+    ) -> tuple[Native, Native, Native]:
+        """`Network.bptt_step` of every seed at once; shapes as `ep_step`."""
+        ...
+
+    def predict(self, params: Native, x: Any, *, steps: int) -> np.ndarray:
+        """Every seed's class predictions on the same batch x (B, inputs): shape (S, B)."""
+        ...
+
+    def residuals(self, params: Native, x: Any, *, steps: int) -> np.ndarray:
+        """Every seed's free-phase residual ‖s_T − s_{T−1}‖ on the batch x (B, inputs): (S,)."""
+        ...
+
+    def synchronize(self) -> None:
+        """Wait for queued device work."""
+        ...
+
+
+@runtime_checkable
+class SeedBatchingBackend(Protocol):
+    """Optional backend capability: train the seeds of a cell as one batched network."""
+
+    def build_seeds(
+        self, model: ModelSpec, *, dtype: str, device: str, seeds: int
+    ) -> SeedNetwork | None:
+        """A `SeedNetwork` of `seeds` ≥ 2 seeds, or None where this backend does not batch
+        seeds for `model` (its family cannot, or batching does not pay): the seeds then run one
+        after the other."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """A framework plugin. Registered through the `epbench_register_backends` hook."""
 
@@ -274,12 +355,28 @@ class Backend(Protocol):
         ...
 
 
-NETWORK_CAPABILITIES: dict[str, type] = {"rtrl": RtrlNetwork}
+@runtime_checkable
+class FlowNetwork(Protocol):
+    """Optional network capability: the linearised free dynamics (docs/theory.md §6.4), for the
+    spectral radius of the `gradient-flow` measurement (epbench.measurements.gradient_flow)."""
+
+    def state_jvp(
+        self, params: Native, x: Any, *, at: Native, tangent: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """J·v with J = ∂F/∂s (x, s, θ) at s = `at` (native states, e.g. from `free_phase`), the
+        Jacobian of one free step s_{t+1} = F(x, s_t, θ), applied to `tangent`. The tangent and
+        the result are canonical states (`s{n}`, the shapes of `states`); J is block diagonal
+        over the batch (each example's dynamics are its own)."""
+        ...
+
+
+NETWORK_CAPABILITIES: dict[str, type] = {"rtrl": RtrlNetwork, "flow": FlowNetwork}
 BACKEND_CAPABILITIES: dict[str, type] = {
     "reference": ReferenceBackend,
     "op-timing": OpTimingBackend,
     "memory-stats": MemoryStatsBackend,
     "profiler": ProfilerBackend,
+    "seed-batching": SeedBatchingBackend,
 }
 
 

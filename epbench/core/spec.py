@@ -13,7 +13,7 @@ from typing import Any
 
 SETTINGS = ("EB", "P")
 ACTIVATIONS = ("tanh", "sigm", "hardsigm")
-ESTIMATORS = ("positive", "negative", "symmetric", "random-sign")
+ESTIMATORS = ("positive", "negative", "symmetric", "random-sign", "holomorphic")
 NUDGES = ("output", "unsaturated")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda")
@@ -98,6 +98,11 @@ class ModelSpec:
                 new state of layer n+1) and s⁰ is a linear read-out of the new state of layer 1
                 (canonical parameters in `epbench.core.params`). Setting "P", activation "tanh",
                 fully connected, tied (no feedback angle), `input_to = []`.
+    weight_scale
+                a factor > 0 on every initial weight (not the biases) drawn by
+                `epbench.core.params.init_params`: 1.0 is the canonical initialisation; larger
+                values drive the free phase towards and past the loss of its fixed point
+                (spectral radius ρ > 1, the `gradient-flow` measurement, docs/theory.md §6.4).
     """
 
     setting: str
@@ -110,6 +115,7 @@ class ModelSpec:
     conv: ConvSpec | None = None
     feedback_angle: float | None = None
     cell: str = "phi"
+    weight_scale: float = 1.0
 
     @property
     def depth(self) -> int:
@@ -131,7 +137,10 @@ class DynamicsSpec:
     """The two phases (docs/theory.md §1): `T` free steps from zero, `K` nudged steps with `beta`.
 
     estimator   "positive" (+β), "negative" (−β), "symmetric" (±β, half the difference, O(β²) bias)
-                or "random-sign" (the sign of β drawn per batch from the seed).
+                or "random-sign" (the sign of β drawn per batch from the seed), or "holomorphic"
+                (`points` complex nudges |β| e^{2πik/N}, O(|β|^N) bias, docs/theory.md §2.5).
+    points      N ≥ 2, the holomorphic estimator's number of nudges on the circle (N = 2 is the
+                symmetric estimator); other estimators ignore it.
     betas       the |β| grid of the `beta-sweep` measurement (epbench.measurements.beta_sweep);
     empty: its default
                 log grid `sweep.DEFAULT_BETAS`. Other measurements use `beta` only.
@@ -140,14 +149,19 @@ class DynamicsSpec:
                 gets the target s⁰_* instead of y on the output units at a bound (exactly 0 or 1)
                 at the fixed point, so that only units through which BPTT's gradient flows
                 (σ' ≠ 0) are nudged (a deviation from the paper, epbench.run.matrix.gdu_once).
+    sweep_T     the free-phase lengths T (each ≥ 1) of the `convergence` measurement
+                (epbench.measurements.convergence); empty: its default log grid from a few steps
+                to 4·T. Other measurements use `T` only.
     """
 
     T: int
     K: int
     beta: float
     estimator: str = "positive"
+    points: int = 4
     betas: tuple[float, ...] = ()
     nudge: str = "output"
+    sweep_T: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

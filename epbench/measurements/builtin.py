@@ -9,7 +9,19 @@ from collections.abc import Callable
 from typing import Any
 
 from epbench.core.measurement import MeasurementFunctions
-from epbench.measurements import beta_sweep, gdu, memory, parity, profile, rtrl, speed, train
+from epbench.measurements import (
+    beta_sweep,
+    convergence,
+    gdu,
+    gradient_flow,
+    memory,
+    parity,
+    profile,
+    rtrl,
+    seed_speed,
+    speed,
+    train,
+)
 from epbench.plugins.hookspecs import hookimpl
 from epbench.views.tables import BUILTIN as VIEWS
 
@@ -23,10 +35,20 @@ _TABLE = (
     ("rtrl", "batch", rtrl.run),
     ("parity", "batch", parity.run),
     ("profile", "batch", profile.run),
+    ("convergence", "batch", convergence.run),
+    ("gradient-flow", "batch", gradient_flow.run),
+    ("seed-speed", "batch", seed_speed.run),
 )
+# name → run_seeds of the measurements that measure a cell's seeds together (SeedBatchedMeasurement)
+_SEEDS = {"train": train.run_seeds}
 BUILTIN = tuple(
     MeasurementFunctions(
-        name=name, inputs=inputs, run=run, format=VIEWS[name].format, table=VIEWS[name].table
+        name=name,
+        inputs=inputs,
+        run=run,
+        format=VIEWS[name].format,
+        table=VIEWS[name].table,
+        run_seeds=_SEEDS.get(name),
     )
     for name, inputs, run in _TABLE
 )

@@ -426,11 +426,11 @@ def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
         return None
     groups: dict[tuple, list[Record]] = defaultdict(list)
     for _, r in chosen:
-        groups[(r.cell, r.backend, r.dtype, r.preset)].append(r)
+        groups[(r.cell, r.estimator, r.backend, r.dtype, r.preset)].append(r)
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = _figure(len(groups), 2)
-    for row, ((cell, backend, dtype, preset), mine) in enumerate(groups.items()):
+    for row, ((cell, estimator, backend, dtype, preset), mine) in enumerate(groups.items()):
         seeds = sorted({str(r.seed) for r in mine})
         for col, key in enumerate(("train_error", "test_error")):
             ax = axes[row, col]
@@ -459,7 +459,8 @@ def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
                 if len(runs) > 1:
                     ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
             what = "training" if key == "train_error" else "test"
-            ax.set_title(f"{cell} · {backend} · {dtype} · {preset}: {what} error", fontsize=9)
+            where = f"{cell} · {estimator} · {backend} · {dtype} · {preset}"
+            ax.set_title(f"{where}: {what} error", fontsize=9)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"{what} error (%)")
@@ -470,6 +471,91 @@ def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
     )
     title = "Learning curves: EP against BPTT"
     return _finish("learning-curves", title, caption, fig, (i for i, _ in chosen))
+
+
+# --- training dynamics: every estimator against BPTT, per model ---
+
+DYNAMICS_PANELS = (
+    ("test_error", "test error (%)", False),
+    ("loss", "training loss (mean per batch)", True),
+    ("free_residual", "free-phase residual per example", True),
+    ("bias_norm", "‖b‖ (all biases)", False),
+    ("weight_norm", "‖W‖ (all weights)", False),
+)
+
+
+def _norms(block: Mapping[str, Any], biases: bool) -> list[float] | None:
+    """Per epoch, √Σ‖θ‖² over the biases (`biases`) or over the weights of a training run."""
+    series = [
+        np.asarray(v, dtype=float)
+        for k, v in block.items()
+        if k.startswith("weight_norm.") and k.split(".", 1)[1].startswith("b") == biases and v
+    ]
+    if not series:
+        return None
+    length = min(len(v) for v in series)
+    return list(np.sqrt(sum(v[:length] ** 2 for v in series)))
+
+
+def _series(block: Mapping[str, Any], key: str) -> list[float] | None:
+    if key in ("bias_norm", "weight_norm"):
+        return _norms(block, biases=key == "bias_norm")
+    return block.get(key) or None
+
+
+def training_dynamics(records: Sequence[AnyRecord]) -> Plot | None:
+    """Per model · backend · dtype · preset (one row), the per-epoch test error, training loss,
+    free-phase residual and parameter norms of BPTT and of each EP estimator, mean over seeds with
+    a band of ± one std: what separates an estimator that keeps up with BPTT over long training
+    from one that drifts (docs/theory.md §5.1). Drawn when some run has several epochs."""
+    records = records_in(records)
+    chosen = [(i, r) for i, r in _ok(records, "train") if _train_blocks(r)]
+    chosen = [
+        (i, r)
+        for i, r in chosen
+        if any(len(b.get("test_error") or []) > 1 for b in _train_blocks(r).values())
+    ]
+    if not chosen:
+        return None
+    groups: dict[tuple, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for _, r in chosen:
+        where = (r.variant.get("model", r.cell), r.backend, r.dtype, r.preset)
+        for alg, block in _train_blocks(r).items():
+            label = "BPTT" if alg == "bptt" else f"EP {r.estimator}"
+            groups[where][label].append(block)
+    fig, axes = _figure(len(groups), len(DYNAMICS_PANELS), width=3.6, height=2.8)
+    for row, (where, series) in enumerate(groups.items()):
+        for col, (key, ylabel, log) in enumerate(DYNAMICS_PANELS):
+            ax = axes[row, col]
+            for n, (label, blocks) in enumerate(sorted(series.items())):
+                runs = [np.asarray(v, float) for b in blocks if (v := _series(b, key))]
+                if not runs:
+                    continue
+                length = min(len(v) for v in runs)
+                stack = np.stack([v[:length] for v in runs])
+                epochs = np.arange(1, length + 1)
+                colour = BPTT_COLOUR if label == "BPTT" else f"C{(n % 8) + 1}"
+                mean = stack.mean(0)
+                ax.plot(epochs, mean, color=colour, lw=1.2, label=f"{label} (n = {len(runs)})")
+                if len(runs) > 1:  # ± one std; on a log axis the range over the seeds
+                    std = stack.std(0)
+                    low, high = (stack.min(0), stack.max(0)) if log else (mean - std, mean + std)
+                    ax.fill_between(epochs, low, high, color=colour, alpha=0.18, lw=0)
+            if log:
+                ax.set_yscale("log")
+            ax.set_title(f"{' · '.join(map(str, where))}", fontsize=8)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel, fontsize=8)
+            if col == 0:
+                ax.legend(fontsize=6)
+    caption = (
+        f"{describe([r for _, r in chosen])}.\nMean over seeds, shaded ± one std (log axes: the "
+        "range over the seeds). The residual is "
+        "‖s_T − s_(T−1)‖ of the free phase on the first 1,000 test images after each epoch, per "
+        "example; norms are Frobenius norms summed in quadrature over the parameters."
+    )
+    title = "Training dynamics: EP estimators against BPTT"
+    return _finish("training-dynamics", title, caption, fig, (i for i, _ in chosen))
 
 
 # --- sweeps: depth, angle ---
@@ -880,6 +966,7 @@ def figures(
     builders: list[tuple[str, Callable[[], Plot | None]]] = [
         ("GDU bars", lambda: gdu_bars(records)),
         ("learning curves", lambda: learning_curves(records)),
+        ("training dynamics", lambda: training_dynamics(records)),
         (
             "depth curves",
             lambda: sweep(
@@ -905,6 +992,8 @@ def figures(
         ("memory against K", lambda: memory_vs_k(records)),
         ("samples/s", lambda: samples_per_second(records)),
         ("GDU times", lambda: gdu_times(records)),
+        ("convergence", lambda: convergence_curves(records)),
+        ("gradient flow", lambda: gradient_flow_curves(records)),
     ]
     for label, build in builders:
         try:
@@ -948,3 +1037,88 @@ def save(plots: Iterable[Plot], out: Path, *, fmt: str = "png", dpi: int = 100) 
         plot.figure.savefig(path, format=fmt, dpi=dpi)
         paths.append(path)
     return paths
+
+
+# --- convergence and gradient flow (docs/theory.md §6.4) ---
+
+
+def convergence_curves(records: Sequence[AnyRecord]) -> Plot | None:
+    """GDU error ‖ΔEP + ∇BPTT‖ / ‖∇BPTT‖ against the residual ‖s_T − s_{T−1}‖ of the free
+    phase, log-log, one line per `convergence` record (its T grid, epbench.measurements.
+    convergence): the error falls with the residual down to the floor β's bias sets."""
+    records = records_in(records)
+    chosen = [
+        (i, r) for i, r in _ok(records, "convergence") if r.metrics.get("residual") is not None
+    ]
+    if not chosen:
+        return None
+    fig, axes = _figure(1, 1, width=6.0, height=4.2)
+    ax = axes[0][0]
+    for n, (_, r) in enumerate(chosen):
+        pairs = [
+            (res, err)
+            for res, err in zip(r.metrics["residual"], r.metrics["error"], strict=True)
+            if res is not None and err is not None and res > 0 and err > 0
+        ]
+        if pairs:
+            xs, ys = zip(*pairs, strict=True)
+            style = ["-o", "--s", ":^", "-.v"][n % 4]
+            ax.loglog(xs, ys, style, ms=4, label=f"{r.cell} · {r.backend} · {r.dtype}")
+    ax.set_xlabel("residual ‖s_T − s_(T−1)‖ of the free phase")
+    ax.set_ylabel("‖ΔEP + ∇BPTT‖ / ‖∇BPTT‖")
+    ax.invert_xaxis()  # longer free phases to the right
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    caption = (
+        f"{describe([r for _, r in chosen])}.\nOne point per free-phase length T of the grid "
+        "(K and β fixed); a residual of exactly 0 (a fixed point to the last bit) is not drawn."
+    )
+    title = "Convergence: GDU error against the free phase's residual"
+    return _finish("convergence", title, caption, fig, (i for i, _ in chosen))
+
+
+def gradient_flow_curves(records: Sequence[AnyRecord]) -> Plot | None:
+    """‖∇BPTT_s(t)‖ against the steps back t, log scale, one line per weight scale (solid when the
+    free phase converged, dotted when not) with c·ρ^t dashed in the same colour; one panel per
+    configuration (without `model.weight_scale`) · backend · dtype
+    (epbench.measurements.gradient_flow)."""
+    records = records_in(records)
+    groups: dict[tuple, list[tuple[int, Record]]] = defaultdict(list)
+    for i, r in _ok(records, "gradient-flow"):
+        if any(v is not None for v in r.metrics.get("bptt_norm") or []):
+            key = _config_key(r, ("model", "weight_scale"))
+            groups[(key, r.backend, r.dtype)].append((i, r))
+    if not groups:
+        return None
+    fig, axes = _figure(1, len(groups), width=5.0, height=3.8)
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    for ax, members in zip(axes[0], groups.values(), strict=True):
+        members.sort(key=lambda m: _number(_get(m[1].config, "model", "weight_scale")) or 1.0)
+        for c, (_, r) in enumerate(members):
+            m, colour = r.metrics, palette[c % 10]
+            scale = _number(_get(r.config, "model", "weight_scale")) or 1.0
+            norms = [math.nan if v is None else v for v in m["bptt_norm"]]
+            style = "-" if m.get("converged") else ":"
+            label = f"×{scale:g}: ρ = {m['rho']:.3g}" if m.get("rho") is not None else f"×{scale:g}"
+            label += "" if m.get("converged") else " (not convergent)"
+            ax.semilogy(range(len(norms)), norms, style, color=colour, label=label)
+            if m.get("rho") and math.isfinite(norms[0]) and norms[0] > 0:
+                t = np.arange(len(norms))
+                ax.semilogy(t, norms[0] * m["rho"] ** t, "--", color=colour, lw=0.8)
+        first = members[0][1]
+        model = _get(first.config, "model") or {}
+        kind = model.get("setting") if model.get("cell", "phi") == "phi" else model["cell"]
+        where = f"{kind} {model.get('sizes')} · {first.backend} · {first.dtype}"
+        ax.set_title(f"{first.task}: {where}", fontsize=8)
+        ax.set_xlabel("steps back in time t")
+        ax.set_ylabel("‖∇BPTT_s(t)‖")
+        ax.legend(fontsize=6)
+    used = [m for v in groups.values() for m in v]
+    caption = (
+        f"{describe([r for _, r in used])}.\nBPTT's state gradient from s_T, one line per weight "
+        "scale; dashed: ‖∇BPTT_s(0)‖·ρ^t with ρ the spectral radius of ∂F/∂s at s_T (power "
+        "iteration). Dotted: the free phase did not converge (ρ is then that of the last state)."
+    )
+    title = "Gradient flow: BPTT's state gradients against steps back"
+    return _finish("gradient-flow", title, caption, fig, (i for i, _ in used))

@@ -23,13 +23,18 @@ from typing import Any
 from tabulate import tabulate
 
 from epbench.core.record import Record
+from epbench.views.convergence import convergence_table, format_convergence
+from epbench.views.equivalence import DEFAULT_MARGIN
 from epbench.views.format import VIEW_ERRORS, AnyRecord, heading, malformed, reason, records_in
 from epbench.views.format import showable as _showable
 from epbench.views.gdu import format_gdu, gdu_table, layer_table
+from epbench.views.gradient_flow import format_gradient_flow, gradient_flow_table
+from epbench.views.paired import paired_table
 from epbench.views.parity import format_parity, parity_table
 from epbench.views.pivot import depth_table, format_value, has_depths
 from epbench.views.profile import format_profile, profile_table
 from epbench.views.rtrl import format_rtrl, rtrl_table
+from epbench.views.seed_speed import format_seed_speed, seed_speed_table
 from epbench.views.speed_tables import format_memory, format_speed, memory_table, speed_table
 from epbench.views.sweep import format_sweep, sweep_table
 from epbench.views.train import (
@@ -100,6 +105,21 @@ BUILTIN: Mapping[str, View] = MappingProxyType(
         ),
         "parity": View(format=format_parity, table=parity_table),
         "profile": View(format=format_profile, table=profile_table),
+        "convergence": View(
+            format=format_convergence,
+            table=convergence_table,
+            title="convergence (GDU against the free phase's length T):",
+        ),
+        "seed-speed": View(
+            format=format_seed_speed,
+            table=seed_speed_table,
+            title="seeds batched (samples of all seeds per second; gain over one seed):",
+        ),
+        "gradient-flow": View(
+            format=format_gradient_flow,
+            table=gradient_flow_table,
+            title="gradient flow (spectral radius ρ, decay per step back in time):",
+        ),
     }
 )
 
@@ -203,11 +223,13 @@ def overview(
     *,
     measurements: Mapping[str, Any] | None = None,
     against: str | None = None,
+    margin: float = DEFAULT_MARGIN,
 ) -> str:
     """What `epbench run` and `epbench table` print (module doc): a table per measurement (the
     GDU table alone, empty, when there are no records), the summary over seeds when a training
     run has several, the per-depth table when a task spans depths, and with `against="paper"`
-    our Table 1 beside the paper's."""
+    our Table 1 beside the paper's and the paired statistics of each EP estimator against BPTT
+    (equivalence at ±`margin` points, epbench.views.paired)."""
     records = usable(records, measurements)
     parts = []
     for name, found in by_measurement(records).items():
@@ -223,4 +245,8 @@ def overview(
     if against == "paper":
         train = [r for r in records if r.measurement == "train"]
         parts.append("against the paper (docs/theory.md §5, Table 1):\n" + paper_table(train))
+        parts.append(
+            "EP against BPTT, paired by seed (docs/theory.md §5.1; TOST at α = 0.05):\n"
+            + paired_table(train, margin=margin)
+        )
     return "\n\n".join(parts)

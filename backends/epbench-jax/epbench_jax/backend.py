@@ -34,7 +34,8 @@ def _cpu_name() -> str:
 
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
-    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle".split()
+    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle"
+    " cell weight_scale".split()  # the standard RNN baselines; scaled initial weights
 )
 
 
@@ -83,17 +84,43 @@ class JaxBackend:
         if reason is not None:
             raise BackendError(reason)
         from .compiled import JaxNetwork
+        from .flow import state_jvp_of
 
         family = family_of(model)
-        return JaxNetwork(
+        net = JaxNetwork(
             model, family=family, dtype=dtype, device=device, jax_device=_jax_device(device)
+        )
+        net.state_jvp = state_jvp_of(net)  # the FlowNetwork capability (flow.py)
+        return net
+
+    def build_seeds(self, model: ModelSpec, *, dtype: str, device: str, seeds: int):
+        """A `seeds.JaxSeedNetwork` of `seeds` seeds of `model` (the optional capability
+        `epbench.core.protocols.SeedBatchingBackend`), or None where seeds are not batched
+        (`seeds.batches_seeds`)."""
+        reason = support_reason(self, model, dtype=dtype, device=device)
+        if reason is not None:
+            raise BackendError(reason)
+        from .seeds import JaxSeedNetwork, batches_seeds
+
+        if seeds < 2 or not batches_seeds(model):
+            return None
+        return JaxSeedNetwork(
+            model,
+            family=family_of(model),
+            dtype=dtype,
+            device=device,
+            jax_device=_jax_device(device),
+            seeds=seeds,
         )
 
 
 def family_of(model: ModelSpec):
     """The `compiled.Family` that runs `model`: `conv` (conv layers), `asymmetric` (feedback
-    weights) or `network` (tied, fully connected). Imports jax."""
-    if model.conv is not None:
+    weights) or `network` (tied, fully connected); `rnn` for the standard RNN baselines
+    (`model.cell`). Imports jax."""
+    if model.cell != "phi":
+        from .rnn import FAMILY
+    elif model.conv is not None:
         from .conv import FAMILY
     elif model.feedback_angle is not None:
         from .asymmetric import FAMILY

@@ -16,19 +16,24 @@ from epbench.core.errors import BackendError
 from epbench.core.spec import ModelSpec
 from epbench.core.support import support_reason
 
-from . import asymmetric, conv, network, throughput
+from . import asymmetric, conv, flow, network, rnn, throughput
 from .adapter import WHERE, Family, TorchNetwork
 from .reference_conv import ReferenceConvNetwork, reference_unsupported
+from .seeds import TorchSeedNetwork, batches_seeds
 
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
-    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle".split()
+    "setting inputs sizes input_to activation epsilon clamp conv feedback_angle"
+    " cell weight_scale".split()  # the standard RNN baselines; scaled initial weights
 )
 
 
 def family_of(model: ModelSpec) -> Family:
     """The family that runs `model`: conv layers (`conv`), independent feedback weights
-    (`asymmetric`) or the tied fully connected model (`network`)."""
+    (`asymmetric`) or the tied fully connected model (`network`); `rnn` for the standard RNN
+    baselines (`model.cell`)."""
+    if model.cell != "phi":
+        return rnn.FAMILY
     if model.conv is not None:
         return conv.FAMILY
     if model.feedback_angle is not None:
@@ -85,4 +90,20 @@ class TorchBackend:
         reason = support_reason(self, model, dtype=dtype, device=device)
         if reason is not None:
             raise BackendError(reason)
-        return TorchNetwork(model, family=family_of(model), dtype=dtype, device=device)
+        net = TorchNetwork(model, family=family_of(model), dtype=dtype, device=device)
+        jvp = flow.state_jvp_of(net)  # the FlowNetwork capability, where the family has it
+        if jvp is not None:
+            net.state_jvp = jvp
+        return net
+
+    def build_seeds(self, model: ModelSpec, *, dtype: str, device: str, seeds: int):
+        """A `seeds.TorchSeedNetwork` of `seeds` seeds of `model` (the optional capability
+        `epbench.core.protocols.SeedBatchingBackend`), or None where seeds are not batched
+        (`seeds.batches_seeds`: tied fully connected models only)."""
+        reason = support_reason(self, model, dtype=dtype, device=device)
+        if reason is not None:
+            raise BackendError(reason)
+        if seeds < 2 or not batches_seeds(model):
+            return None
+        family = family_of(model)
+        return TorchSeedNetwork(model, family=family, dtype=dtype, device=device, seeds=seeds)
