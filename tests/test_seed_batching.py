@@ -131,7 +131,7 @@ def test_seeds_at_different_epochs_resume_one_after_the_other(
     run_matrix(cells, [backend], options=one, writer=writer)  # seed 1 alone, one epoch
     # Resumed with all three seeds to 2 epochs: seed 1 stands at epoch 1, the others at 0.
     cells = resolve(TINY, overrides=("dtype=float64",))
-    options = RunOptions(seeds=SEEDS, resume=True, quiet=True)
+    options = RunOptions(seeds=SEEDS, batch_seeds=True, resume=True, quiet=True)
     records = run_matrix(cells, [backend], options=options, writer=writer)
     runs = {r["seed"]: r["metrics"]["train"]["ep"] for r in records}
     assert runs[1]["resumed_from"] == 1 and runs[0]["resumed_from"] == 0

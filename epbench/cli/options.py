@@ -209,7 +209,7 @@ class MatrixArgs:
     save_traces: bool
     repeat: int
     seeds: tuple[int, ...] | None
-    batch_seeds: bool
+    batch_seeds: bool | None  # None: batched on a GPU, one after the other on a CPU
     resume: bool
     retries: int
     executor: str
@@ -232,9 +232,9 @@ def _matrix_params() -> list[Callable[[F], F]]:
         click.option("--seeds", type=SEEDS, help="run every cell once per seed (replaces --seed)"),
         click.option(
             "--batch-seeds/--no-batch-seeds",
-            default=True,
-            show_default=True,
-            help="train the seeds of a cell as one batched network where the backend can",
+            default=None,
+            help="train the seeds of a cell as one batched network where the backend can "
+            "[default: on a GPU only; on a CPU it did not pay: `epbench run seed-speed`]",
         ),
         click.option(
             "--resume",
@@ -277,7 +277,11 @@ def run_options(
     if matrix_args is not None:
         more = {
             "seeds": matrix_args.seeds or (),
-            "batch_seeds": matrix_args.batch_seeds,
+            "batch_seeds": (
+                cell_args.device != "cpu"
+                if matrix_args.batch_seeds is None
+                else matrix_args.batch_seeds
+            ),
             "save_traces": matrix_args.save_traces,
             "repeat": matrix_args.repeat,
             "resume": matrix_args.resume,

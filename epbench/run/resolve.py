@@ -26,7 +26,7 @@ class RunOptions:
     dtype: str | None = None  # None: the task's own dtype
     seed: int = 0
     seeds: tuple[int, ...] = ()  # run every cell once per seed; empty: (seed,)
-    batch_seeds: bool = True  # the seeds of a cell in one job, for measurements that batch them
+    batch_seeds: bool = False  # the seeds of a cell in one job, for measurements that batch them
     data_dir: Path | None = None
     save_traces: bool = False
     repeat: int = 1  # steady-state repetitions timed after the first (warm-up) run
