@@ -125,6 +125,25 @@ def test_same_seed_gives_identical_records_and_parameters(
         assert block["steps_per_epoch"] == 10
 
 
+def test_one_algorithm_alone_resumes_the_run_a_cell_of_both_left(
+    tiny, data: TrainingData, tmp_path: Path
+) -> None:
+    """`train.algorithms` is not part of a run's key: EP's checkpoint of a cell that trains EP and
+    BPTT is continued by a cell that trains EP alone (a long run split into parallel cells)."""
+    (two,) = tiny()
+    (one,) = tiny("train.epochs=1")
+    (ep_only,) = tiny('train.algorithms=["ep"]')
+    assert run_key(ep_only) == run_key(two) != run_key(tiny("model.sizes=[10, 8]")[0])
+    whole, _ = train(two, "torch", data, tmp_path / "whole")
+    train(one, "torch", data, tmp_path / "part")
+    resumed, _ = train(ep_only, "torch", data, tmp_path / "part", resume=True)
+    assert resumed["status"] == "ok" and list(resumed["metrics"]["train"]) == ["ep"]
+    a, b = whole["metrics"]["train"]["ep"], resumed["metrics"]["train"]["ep"]
+    assert b["resumed_from"] == 1 and b["epochs_done"] == 2
+    for key in CURVES:
+        assert a[key] == b[key], key
+
+
 def test_resume_after_epoch_1_gives_the_uninterrupted_final_parameters(
     tiny, data: TrainingData, tmp_path: Path
 ) -> None:

@@ -103,11 +103,17 @@ def load_training_data(spec: TaskSpec, *, dtype: str, data_dir: Path | None) -> 
     return TrainingData(x=x, y=y, x_test=x_test, labels_test=labels_test)
 
 
+RUN_KEY_IGNORES = ("epochs", "algorithms")  # `train` fields that do not change one run's course
+
+
 def run_key(spec: TaskSpec) -> str:
-    """Hash of the resolved configuration without `train.epochs`: a run extended to more epochs
-    keeps its key, so its checkpoints are found by `--resume`."""
+    """Hash of the resolved configuration without the `train` fields of `RUN_KEY_IGNORES`: a run
+    extended to more epochs keeps its key, and so does one algorithm's run whether the cell trains
+    it alone (`train.algorithms = ["ep"]`) or beside the other (each algorithm has its own
+    checkpoint file), so `--resume` finds its checkpoints either way."""
     config = {k: v for k, v in spec.config.items() if k != "train"}
-    config["train"] = {k: v for k, v in spec.config.get("train", {}).items() if k != "epochs"}
+    train = spec.config.get("train", {})
+    config["train"] = {k: v for k, v in train.items() if k not in RUN_KEY_IGNORES}
     return config_hash(config)
 
 
