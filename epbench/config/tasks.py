@@ -68,6 +68,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, bool]]] = {
         "activation": ("activation", True),
         "epsilon": ("positive number", False),
         "clamp": ("boolean", False),
+        "output_derivative": ("boolean", False),
         "conv": ("conv table", False),
         "feedback_angle": ("angle in degrees", False),
         "cell": ("cell kind", False),
@@ -808,6 +809,14 @@ def _check_sections(
             "train.feedback",
             '"ep" (the default) for a tied model; "frozen" needs model.feedback_angle',
             train.feedback,
+        )
+    if model.setting == "P" and not model.output_derivative:
+        raise TaskError(
+            where,
+            "model.output_derivative",
+            "true in the P setting (only the EB output update has a factor ρ'(s⁰), "
+            "docs/theory.md §3.2)",
+            model.output_derivative,
         )
     if model.setting == "P" and model.epsilon != 1.0:
         raise TaskError(

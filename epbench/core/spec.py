@@ -81,6 +81,11 @@ class ModelSpec:
     activation  "tanh", "sigm" (σ(x) = 1/(1 + e^{−4(x−½)})) or "hardsigm" (clip(x, 0, 1)).
     epsilon     EB step size ε ("dt"); ignored (must stay 1.0) in the P setting.
     clamp       clamp states to [0, 1] after each step (EB training runs, docs/theory.md §3).
+    output_derivative
+                EB only. True (the default): the output moves along −∂E/∂s⁰ like every layer,
+                s⁰ ← s⁰ + ε(−s⁰ + ρ'(s⁰) ⊙ h⁰). False: without the factor ρ'(s⁰), as the
+                paper's own code computes it (docs/theory.md §3.2, where it is no longer a
+                gradient of E). Must stay true in the P setting.
     conv        None for a fully connected model. A `ConvSpec` makes layers 1 … N pooled conv
                 layers (P setting, the input feeding layer N only): s⁰ is the fully connected
                 output, s¹ … sᴺ the pooled conv layers from the output side (sᴺ next to the
@@ -112,6 +117,7 @@ class ModelSpec:
     activation: str = "tanh"
     epsilon: float = 1.0
     clamp: bool = False
+    output_derivative: bool = True
     conv: ConvSpec | None = None
     feedback_angle: float | None = None
     cell: str = "phi"

@@ -35,7 +35,9 @@ def _cpu_name() -> str:
 # Every ModelSpec field this backend understands (epbench.core.support: an allow-list).
 MODEL_FIELDS = frozenset(
     "setting inputs sizes input_to activation epsilon clamp conv feedback_angle"
-    " cell weight_scale".split()  # the standard RNN baselines; scaled initial weights
+    " cell weight_scale"  # the standard RNN baselines; scaled initial weights
+    " output_derivative".split()  # the EB output update of the paper's code
+
 )
 
 

@@ -145,7 +145,9 @@ def update(
     """The new states from the drives (docs/theory.md §3), nudged when `y` is given.
 
     EB (F = ∂Φ_ε/∂s exactly, ρ'(s⁰) kept on the output): sⁿ ← sⁿ + ε(−sⁿ + ρ'(sⁿ) ⊙ hⁿ), the
-    nudge adds εβ(y − s⁰). P (step 1): sⁿ ← σ(hⁿ), the nudge adds β(y − s⁰) after σ.
+    nudge adds εβ(y − s⁰); with `model.output_derivative` false the output drops its ρ'(s⁰), as
+    the paper's code does (docs/theory.md §3.2). P (step 1): sⁿ ← σ(hⁿ), the nudge adds
+    β(y − s⁰) after σ.
     Then the optional clamp to [0, 1] (`model.clamp`). `r` = ρ(s) (EB), when the caller has it.
     """
     rho, _ = activation(model.activation)
@@ -154,7 +156,8 @@ def update(
     r = neighbours(model, s) if eb and r is None else r
     out = []
     for n, (v, g) in enumerate(zip(s, h, strict=True)):
-        new = v + model.epsilon * (-v + drho(v, r[n]) * g) if eb else rho(g)
+        gain = drho(v, r[n]) if n > 0 or model.output_derivative else 1.0
+        new = v + model.epsilon * (-v + gain * g) if eb else rho(g)
         if n == 0 and y is not None:
             new = new + (model.epsilon if eb else 1.0) * beta * (y - v)
         out.append(clip01(new) if model.clamp else new)
