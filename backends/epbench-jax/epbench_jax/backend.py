@@ -37,7 +37,6 @@ MODEL_FIELDS = frozenset(
     "setting inputs sizes input_to activation epsilon clamp conv feedback_angle"
     " cell weight_scale"  # the standard RNN baselines; scaled initial weights
     " output_derivative".split()  # the EB output update of the paper's code
-
 )
 
 
