@@ -156,8 +156,11 @@ def update(
     r = neighbours(model, s) if eb and r is None else r
     out = []
     for n, (v, g) in enumerate(zip(s, h, strict=True)):
-        gain = drho(v, r[n]) if n > 0 or model.output_derivative else 1.0
-        new = v + model.epsilon * (-v + gain * g) if eb else rho(g)
+        if eb:
+            gain = drho(v, r[n]) if n > 0 or model.output_derivative else 1.0
+            new = v + model.epsilon * (-v + gain * g)
+        else:
+            new = rho(g)
         if n == 0 and y is not None:
             new = new + (model.epsilon if eb else 1.0) * beta * (y - v)
         out.append(clip01(new) if model.clamp else new)
