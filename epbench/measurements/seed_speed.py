@@ -103,14 +103,15 @@ def step_flops(cell: Cell, algorithm: str, *, symmetric: bool) -> int:
 
 def linear_cost(step_seconds: dict[int, float]) -> dict[str, float | None]:
     """Least-squares line step seconds = fixed + S · per seed through the medians of each S, and
-    `gain_limit` = (fixed + per seed) / per seed (module doc); None with fewer than two S or a
-    per-seed part that is not positive (a cost that does not grow with S)."""
+    `gain_limit` = (fixed + per seed) / per seed (module doc); None with fewer than two S, a
+    per-seed part that is not positive (a cost that does not grow with S), or no fixed part (a
+    line through or below the origin: the cost per seed grows with S, nothing to amortise)."""
     if len(step_seconds) < 2:
         return {"fixed_seconds": None, "seconds_per_seed": None, "gain_limit": None}
     counts = np.array(sorted(step_seconds), dtype=float)
     per_seed, fixed = np.polyfit(counts, [step_seconds[int(S)] for S in counts], 1)
     grows = per_seed > 1e-9 * max(step_seconds.values())  # not a flat line's rounding
-    limit = (fixed + per_seed) / per_seed if grows else None
+    limit = (fixed + per_seed) / per_seed if grows and fixed > 0 else None
     return {
         "fixed_seconds": float(fixed),
         "seconds_per_seed": float(per_seed),
