@@ -374,6 +374,20 @@ def test_seed_summary_pairs_ep_and_bptt_by_seed() -> None:
     assert "≈ 2.0" in versus and "2 / 30" in versus and "P-1h" in versus
 
 
+def test_seed_summary_counts_a_cell_that_trains_ep_alone_as_ok() -> None:
+    # train.algorithms = ["ep"] (an estimator's cell): its seeds are ok, with nothing to pair.
+    records = []
+    for seed, ep in enumerate((3.0, 5.0)):
+        record = _record(seed, ep, 0.0)
+        del record["metrics"]["train"]["bptt"], record["metrics"]["ep_minus_bptt"]
+        records.append(record)
+    header, _, row = seed_summary_table(records).splitlines()[:3]
+    names, values = ([c.strip() for c in line.split("|")] for line in (header, row))
+    cells = dict(zip(names, values, strict=True))
+    assert cells["seeds"] == "0,1" and cells["not ok"] == ""
+    assert cells["EP test %"] == "4.00 ± 1.41" and cells["EP − BPTT (paired)"] == "—"
+
+
 def test_cli_seeds_resume_and_table_against_paper(mnist_available: None, tmp_path: Path) -> None:
     task = tmp_path / "tiny.toml"
     task.write_text(TINY)

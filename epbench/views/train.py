@@ -150,9 +150,10 @@ def has_several_seeds(records: Iterable[AnyRecord]) -> bool:
 
 
 def _summary(by_seed: dict[int, Record]) -> dict[str, Any]:
-    """Over the seeds of one group whose EP and BPTT runs both completed: final test errors, the
-    EP − BPTT differences paired seed by seed, seconds per epoch, samples/s."""
-    ok = [r for _, r in sorted(by_seed.items()) if r.status == "ok" and paired(r) is not None]
+    """Over the seeds of one group whose runs completed: final test errors, the EP − BPTT
+    differences paired seed by seed (where the cell trained both: `train.algorithms`), seconds
+    per epoch, samples/s."""
+    ok = [r for _, r in sorted(by_seed.items()) if r.status == "ok"]
 
     def values(algorithm: str, key: str, pick: Callable[[Any], Any]) -> list[float]:
         found = [pick(train_run(r, algorithm).get(key)) for r in ok]
@@ -164,7 +165,7 @@ def _summary(by_seed: dict[int, Record]) -> dict[str, Any]:
         "not_ok": sorted(s for s, r in by_seed.items() if r not in ok),
         "ep_test": values("ep", "test_error", _last),
         "bptt_test": values("bptt", "test_error", _last),
-        "paired": [paired(r) for r in ok],
+        "paired": [d for d in map(paired, ok) if d is not None],
         "ep_seconds": ep_s,
         "bptt_seconds": bptt_s,
         "ratio": _ratio(_mean(ep_s), _mean(bptt_s)),
