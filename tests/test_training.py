@@ -388,6 +388,22 @@ def test_seed_summary_counts_a_cell_that_trains_ep_alone_as_ok() -> None:
     assert cells["EP test %"] == "4.00 ± 1.41" and cells["EP − BPTT (paired)"] == "—"
 
 
+def test_seed_tables_read_a_cell_that_trains_one_algorithm() -> None:
+    # train.algorithms = ["bptt"] (an RNN baseline) or ["ep"]: both tables show the epochs run by
+    # the algorithm there is, and nothing to pair.
+    for gone in ("ep", "bptt"):
+        records = []
+        for seed in (0, 1):
+            record = _record(seed, 3.0, 2.0)
+            del record["metrics"]["train"][gone], record["metrics"]["ep_minus_bptt"]
+            records.append(record)
+        assert "0,1" in seed_summary_table(records)
+        header, _, row = paper_table(records).splitlines()[:3]
+        names, values = ([c.strip() for c in line.split("|")] for line in (header, row))
+        cells = dict(zip(names, values, strict=True))
+        assert cells["epochs (ours / paper)"] == "2 / 30" and cells["EP − BPTT"] == "—"
+
+
 def test_cli_seeds_resume_and_table_against_paper(mnist_available: None, tmp_path: Path) -> None:
     task = tmp_path / "tiny.toml"
     task.write_text(TINY)

@@ -57,6 +57,10 @@ def _mean(values: Any) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+def _count(values: Any) -> int | None:
+    return len(values) if values else None
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
@@ -171,7 +175,8 @@ def _summary(by_seed: dict[int, Record]) -> dict[str, Any]:
         "ratio": _ratio(_mean(ep_s), _mean(bptt_s)),
         "ep_speed": values("ep", "samples_per_s", lambda v: v),
         "bptt_speed": values("bptt", "samples_per_s", lambda v: v),
-        "epochs": values("ep", "test_error", len),
+        # epochs run by each algorithm a seed trained (a cell may train one: `train.algorithms`)
+        "epochs": values("ep", "test_error", _count) + values("bptt", "test_error", _count),
     }
 
 
