@@ -7,7 +7,9 @@ estimator (and the rest of their configuration); each seed's EP run is paired wi
 of the same seed whose configuration is the same once what BPTT does not read is set aside — the
 estimator, β and `train.algorithms` — so an estimator comparison that trained BPTT once per seed
 (`train.algorithms = ["ep"]` for the other estimators) pairs every estimator with it. Only runs
-that completed every epoch of their configuration are paired. What goes out: text.
+that completed every epoch of their configuration are paired. Groups of one model and estimator
+that differ in another setting (`--set model.output_derivative=false`) are rows of their own, the
+setting named in the `settings` column (epbench.views.settings). What goes out: text.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from epbench.config.tasks import config_hash
 from epbench.core.record import Record, metrics_of
 from epbench.views.equivalence import DEFAULT_MARGIN, describe, paired
 from epbench.views.format import AnyRecord, num, records_in
+from epbench.views.settings import distinguishing
 from epbench.views.train import mean_std
 
 # What BPTT does not read: left out of the configuration a BPTT run is matched by.
@@ -51,8 +54,9 @@ def _where(record: Record) -> tuple:
 
 
 def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, Mapping]]]:
-    """(model, estimator, preset, backend, device, dtype, epochs) → [(seed, EP run, BPTT run)]
-    (module doc), the last record of a seed winning."""
+    """(model, estimator, preset, backend, device, dtype, epochs, settings) → [(seed, EP run,
+    BPTT run)] (module doc), the last record of a seed winning; `settings` names what sets the
+    group apart from the other groups of its model ("" for none, epbench.views.settings)."""
     train = [r for r in records_in(records) if r.measurement == "train" and r.status != "skipped"]
     bptt: dict[tuple, Mapping] = {}
     for r in train:
@@ -60,6 +64,7 @@ def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, 
         if run is not None:
             bptt[(_without(r.config, EP_ONLY), *_where(r), r.seed)] = run
     groups: dict[tuple, dict[int, tuple[Mapping, Mapping]]] = {}
+    configs: dict[tuple, tuple[str, Mapping[str, Any]]] = {}
     for r in train:
         run = _complete(r, "ep")
         other = bptt.get((_without(r.config, EP_ONLY), *_where(r), r.seed))
@@ -70,8 +75,10 @@ def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, 
         rest = _without(r.config, {"train": ("algorithms",)})
         key = (model, r.estimator, *_where(r), epochs, rest)
         groups.setdefault(key, {})[r.seed] = (run, other)
+        configs[key] = (model, r.config)
+    settings = distinguishing(configs)
     return {
-        key[:-1]: [(seed, ep, bp) for seed, (ep, bp) in sorted(by_seed.items())]
+        (*key[:-1], settings[key]): [(seed, ep, bp) for seed, (ep, bp) in sorted(by_seed.items())]
         for key, by_seed in groups.items()
     }
 
@@ -79,6 +86,7 @@ def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, 
 HEADERS = (
     "model",
     "estimator",
+    "settings",
     "preset",
     "backend",
     "dtype",
@@ -95,11 +103,12 @@ HEADERS = (
 
 
 def paired_table(records: Iterable[AnyRecord], *, margin: float = DEFAULT_MARGIN) -> str:
-    """One row per model and EP estimator (and where it ran): final test and train errors of EP
-    and BPTT (mean ± std over the paired seeds), the EP − BPTT test-error difference with its 95 %
-    interval, the TOST p-value and the verdict at ±`margin` points."""
+    """One row per model, EP estimator and other settings (and where it ran): final test and
+    train errors of EP and BPTT (mean ± std over the paired seeds), the EP − BPTT test-error
+    difference with its 95 % interval, the TOST p-value and the verdict at ±`margin` points."""
     rows = []
-    for (model, estimator, preset, backend, _, dtype, epochs), found in pairs(records).items():
+    for key, found in pairs(records).items():
+        model, estimator, preset, backend, _, dtype, epochs, settings = key
         ep = [run for _, run, _ in found]
         bp = [run for _, _, run in found]
         last = {
@@ -111,7 +120,7 @@ def paired_table(records: Iterable[AnyRecord], *, margin: float = DEFAULT_MARGIN
         stats = paired([e - b for e, b in zip(last["ep_test"], last["bptt_test"], strict=True)],
                        margin=margin)  # fmt: skip
         rows.append([
-            model, estimator, preset, backend, dtype, epochs,
+            model, estimator, settings or "—", preset, backend, dtype, epochs,
             ",".join(str(seed) for seed, _, _ in found),
             mean_std(last["ep_test"]), mean_std(last["bptt_test"]),
             mean_std(last["ep_train"]), mean_std(last["bptt_train"]),

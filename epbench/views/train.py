@@ -20,6 +20,7 @@ from tabulate import tabulate
 
 from epbench.core.record import Record, metrics_of
 from epbench.views.format import AnyRecord, heading, num, reason, records_in
+from epbench.views.settings import distinguishing
 
 # docs/theory.md §5, Table 1 as the paper reports it: epochs, then the test error (%) of EP and
 # of BPTT. The fully connected models reach "about 2 %" with both; P-conv ≈ 1.0 % (EP) and
@@ -229,6 +230,8 @@ def seed_summary_table(records: Iterable[AnyRecord]) -> str:
 
 PAPER_HEADERS = (
     "model",
+    "EP estimator",
+    "settings",
     "preset",
     "data",
     "backend",
@@ -255,17 +258,26 @@ def _source(record: Record) -> str:
 def paper_table(records: Iterable[AnyRecord]) -> str:
     """Our final test errors (mean ± std over seeds) beside the paper's (docs/theory.md §5,
     Table 1, MNIST only), with the epochs run against the paper's, seconds per epoch and the
-    EP/BPTT time ratio. Models the paper does not list, or other datasets, show —."""
+    EP/BPTT time ratio. Models the paper does not list, or other datasets, show —. Runs of one
+    model that differ in more than the estimator name the setting (epbench.views.settings)."""
     rows = []
-    for (cell, preset, backend, device, dtype, _), by_seed in seed_groups(records).items():
+    groups = seed_groups(records)
+    firsts = {key: next(iter(by_seed.values())) for key, by_seed in groups.items()}
+    settings = distinguishing(
+        {key: (r.variant.get("model", r.cell), r.config) for key, r in firsts.items()}
+    )
+    for key, by_seed in groups.items():
+        cell, preset, backend, device, dtype, _ = key
         s = _summary(by_seed)
-        some = next(iter(by_seed.values()))
+        some = firsts[key]
         model, source = some.variant.get("model", cell), _source(some)
         paper = PAPER_TABLE1.get(model) if source == "mnist" else None
         epochs = sorted(set(s["epochs"]))
         rows.append(
             [
                 model,
+                some.estimator if s["ep_test"] else "—",
+                settings[key] or "—",
                 preset,
                 source,
                 backend,

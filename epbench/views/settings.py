@@ -1,0 +1,63 @@
+"""What tells apart runs of one model that a table would otherwise show alike.
+
+What comes in: the resolved configurations (`Record.config`) of several groups of runs, keyed by
+whatever the table groups by. What goes out: per group, the `section.field=value` settings its
+configuration has and some other group of the same model lacks or sets otherwise, as text
+(`model.output_derivative=false`), or "" where a group has none (the task's own settings).
+
+A table keyed by model and estimator shows two runs of EB-1h with the positive estimator in two
+identical rows when one of them ran with `--set model.output_derivative=false`; this column says
+which is which without listing every field of either.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+# Fields every table already shows in a column of its own, or that do not change the science.
+SHOWN = frozenset({"dynamics.estimator", "train.algorithms", "train.epochs", "description"})
+
+
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """`{"model": {"clamp": True}}` → `{"model.clamp": True}` (lists and scalars are leaves)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def distinguishing(
+    groups: Mapping[Hashable, tuple[str, Mapping[str, Any]]],
+    *,
+    shown: Iterable[str] = SHOWN,
+) -> dict[Hashable, str]:
+    """For each group (key → (model, configuration)), its settings that another group of the
+    same model lacks or sets to another value, `shown` fields left out; "" for none."""
+    skip = frozenset(shown)
+    flat = {
+        key: {k: v for k, v in flatten(config).items() if k not in skip}
+        for key, (_, config) in groups.items()
+    }
+    out: dict[Hashable, str] = {}
+    for key, (model, _) in groups.items():
+        others = [flat[k] for k, (m, _) in groups.items() if m == model and k != key]
+        differs = [
+            f"{name}={_text(value)}"
+            for name, value in sorted(flat[key].items())
+            if any(other.get(name, _MISSING) != value for other in others)
+        ]
+        out[key] = " ".join(differs)
+    return out
+
+
+_MISSING = object()
