@@ -126,6 +126,10 @@ def test_signal_reaches_layer_n_after_n_steps(backend_name: str, tmp_path: Path)
     shallow["metrics"]["arrival"] = {"ep": {"s1": 1}, "bptt": {"s1": 1}}
     table = depth_table([record, shallow])
     assert has_depths([record, shallow]) and not has_depths([record])
+    # Training records alone (Table 1 over P-1h and P-2h) are no depth study: their seeds are
+    # summarised by the training tables, of which depth_table would keep one seed.
+    trains = [{**r, "measurement": "train"} for r in (record, shallow)]
+    assert not has_depths(trains) and has_depths([record, shallow, *trains])
     rows = [line for line in table.splitlines() if line.startswith("| depth-scaling")]
     assert len(rows) == 2 and "| 1 (1) " in rows[0] and "| 3 (3) " in rows[1]
     assert rows[1].count(" / ") == 2 * 3  # RMSE and cosine for layers 0 … 3

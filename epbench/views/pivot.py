@@ -311,10 +311,11 @@ def depth_table(records: Iterable[AnyRecord]) -> str:
 
 
 def has_depths(records: Iterable[AnyRecord]) -> bool:
-    """True when some task's gdu/train records span two or more depths (`depth_table` then
-    says something a per-cell table does not)."""
+    """True when some task's gdu records span two or more depths (`depth_table` then joins them
+    with that task's training runs, which a per-cell table does not). A task that only trains
+    (table1 over its models) has its own tables, over every seed; `depth_table` keeps one."""
     depths: dict[Any, set] = {}
     for r in records_in(records):
-        if r.measurement in ("gdu", "train") and r.depth is not None:
+        if r.measurement == "gdu" and r.depth is not None:
             depths.setdefault(r.task, set()).add(r.depth)
     return any(len(d) > 1 for d in depths.values())
