@@ -67,3 +67,25 @@ def test_distinguishing_names_only_what_differs_within_a_model() -> None:
     alone = {"model": {"sizes": [10, 4]}}  # the only group of its model: nothing to tell apart
     found = distinguishing({"a": ("m", base), "b": ("m", other), "c": ("n", alone)})
     assert found == {"a": "dynamics.T=4", "b": "dynamics.T=8", "c": ""}
+
+
+def test_learning_curves_draw_runs_that_differ_in_a_setting_as_rows_of_their_own() -> None:
+    """The figures label runs with `record_settings`: two settings of one model are two rows,
+    each averaging its own seeds (they were one row mixing both before)."""
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from epbench.views.plots import learning_curves
+
+    ours = {"setting": "EB", "clamp": True}
+    papers = {**ours, "output_derivative": False}
+    records = [_record(s, 2.0, 4.0, model=ours) for s in range(2)]
+    records += [_record(s, 2.0, 2.2, model=papers) for s in range(2)]
+    plot = learning_curves(records)
+    assert len(plot.figure.axes) == 4  # two rows (settings), train and test columns
+    test_axes = plot.figure.axes[1::2]
+    finals = sorted(
+        next(line for line in ax.lines if line.get_gid() == "bptt").get_ydata()[-1]
+        for ax in test_axes
+    )
+    assert finals == [2.2, 4.0]

@@ -43,6 +43,7 @@ from epbench.core.spec import DataSpec
 from epbench.core.traces import load_traces
 from epbench.views.format import VIEW_ERRORS, AnyRecord, records_in
 from epbench.views.gdu import per_name
+from epbench.views.settings import record_settings
 from epbench.views.tables import usable
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -419,14 +420,17 @@ def _train_blocks(record: Record) -> dict[str, Mapping[str, Any]]:
 
 def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
     """Train and test error (%) per epoch, EP against BPTT, mean ± std over seeds: one row per
-    cell · backend · dtype · preset, columns train and test error."""
+    cell · estimator · backend · dtype · preset (and the settings that set runs of one model
+    apart, epbench.views.settings), columns train and test error."""
     records = records_in(records)
     chosen = [(i, r) for i, r in _ok(records, "train") if _train_blocks(r)]
     if not chosen:
         return None
     groups: dict[tuple, list[Record]] = defaultdict(list)
-    for _, r in chosen:
-        groups[(r.cell, r.estimator, r.backend, r.dtype, r.preset)].append(r)
+    settings = record_settings([r for _, r in chosen])
+    for (_, r), setting in zip(chosen, settings, strict=True):
+        estimator = " ".join(filter(None, (str(r.estimator), setting)))
+        groups[(r.cell, estimator, r.backend, r.dtype, r.preset)].append(r)
     from matplotlib.ticker import MaxNLocator
 
     fig, axes = _figure(len(groups), 2)
@@ -504,7 +508,8 @@ def _series(block: Mapping[str, Any], key: str) -> list[float] | None:
 
 
 def training_dynamics(records: Sequence[AnyRecord]) -> Plot | None:
-    """Per model · backend · dtype · preset (one row), the per-epoch test error, training loss,
+    """Per model · settings · backend · dtype · preset (one row; settings: what sets runs of one
+    model apart, epbench.views.settings), the per-epoch test error, training loss,
     free-phase residual and parameter norms of BPTT and of each EP estimator, mean over seeds with
     a band of ± one std: what separates an estimator that keeps up with BPTT over long training
     from one that drifts (docs/theory.md §5.1). Drawn when some run has several epochs."""
@@ -518,8 +523,10 @@ def training_dynamics(records: Sequence[AnyRecord]) -> Plot | None:
     if not chosen:
         return None
     groups: dict[tuple, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for _, r in chosen:
-        where = (r.variant.get("model", r.cell), r.backend, r.dtype, r.preset)
+    settings = record_settings([r for _, r in chosen])
+    for (_, r), setting in zip(chosen, settings, strict=True):
+        model = r.variant.get("model", r.cell)
+        where = tuple(filter(None, (model, setting, r.backend, r.dtype, r.preset)))
         for alg, block in _train_blocks(r).items():
             label = "BPTT" if alg == "bptt" else f"EP {r.estimator}"
             groups[where][label].append(block)
@@ -661,7 +668,8 @@ def sweep(
     """A metric against a swept quantity `x_of(record)`: GDU mean RMSE (weights, neurons) and
     final test error (per algorithm), mean ± std over seeds, drawn for groups with two or more
     distinct x values. A group (one line) shares task, setting, backend, dtype, preset, estimator
-    and the values of every variant axis that does not set x (see `_swept_axes`)."""
+    (but for BPTT's test error, which reads none) and the values of every variant axis that does
+    not set x (see `_swept_axes`)."""
     records = records_in(records)
     curves = {"gdu": _Curves(), "train": _Curves()}
     swept = _swept_axes([r for r in records if r.status == "ok"], x_of)
@@ -672,22 +680,16 @@ def sweep(
                 continue
             variant = r.variant.items()
             others = tuple(sorted((a, v) for a, v in variant if (r.task, a) not in swept))
-            base = (
-                r.task,
-                _get(r.config, "model", "setting"),
-                r.backend,
-                r.dtype,
-                r.preset,
-                r.estimator if measurement == "gdu" else None,
-                others,
-            )
+            base = (r.task, _get(r.config, "model", "setting"), r.backend, r.dtype, r.preset)
             if measurement == "gdu":
                 ys = _gdu_means(r)
             else:
                 blocks = _train_blocks(r).items()
                 ys = {a: b["test_error"][-1] for a, b in blocks if b.get("test_error")}
             for series, y in ys.items():
-                curve.add((*base, series), x, y, i)
+                # BPTT reads no estimator: its runs beside any estimator's EP are one line
+                estimator = None if series == "bptt" else r.estimator
+                curve.add((*base, estimator, others, series), x, y, i)
     panels = [m for m in ("gdu", "train") if curves[m].lines()]
     if not panels:
         return None

@@ -13,8 +13,10 @@ which is which without listing every field of either.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any
+
+from epbench.core.record import Record
 
 # Fields every table already shows in a column of its own, or that do not change the science.
 SHOWN = frozenset({"dynamics.estimator", "train.algorithms", "train.epochs", "description"})
@@ -61,3 +63,14 @@ def distinguishing(
 
 
 _MISSING = object()
+
+
+def record_settings(records: Sequence[Record]) -> list[str]:
+    """`distinguishing` per record, each record's model its `model` variant (else its cell):
+    what a figure adds to a run's label so that runs of one model that differ in a setting
+    are drawn apart."""
+    return list(
+        distinguishing(
+            {i: (r.variant.get("model", r.cell), r.config) for i, r in enumerate(records)}
+        ).values()
+    )
