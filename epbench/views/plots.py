@@ -464,7 +464,7 @@ def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
                     ax.fill_between(epochs, mean - std, mean + std, color=colour, alpha=0.2)
             what = "training" if key == "train_error" else "test"
             where = f"{cell} · {estimator} · {backend} · {dtype} · {preset}"
-            ax.set_title(f"{where}: {what} error", fontsize=9)
+            ax.set_title(textwrap.fill(f"{where}: {what} error", 48), fontsize=9)
             ax.set_xlabel("epoch")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylabel(f"{what} error (%)")
@@ -550,7 +550,7 @@ def training_dynamics(records: Sequence[AnyRecord]) -> Plot | None:
                     ax.fill_between(epochs, low, high, color=colour, alpha=0.18, lw=0)
             if log:
                 ax.set_yscale("log")
-            ax.set_title(f"{' · '.join(map(str, where))}", fontsize=8)
+            ax.set_title(textwrap.fill(" · ".join(map(str, where)), 45), fontsize=8)
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel, fontsize=8)
             if col == 0:
