@@ -8,7 +8,7 @@ from typing import Any
 
 from epbench.views.paired import paired_table
 from epbench.views.settings import distinguishing
-from epbench.views.train import paper_table
+from epbench.views.train import paper_table, seed_summary_table
 
 
 def _record(seed: int, ep: float, bptt: float, *, model: dict[str, Any]) -> dict[str, Any]:
@@ -58,6 +58,9 @@ def test_runs_that_differ_in_a_setting_are_rows_of_their_own() -> None:
     assert rows["model.output_derivative=false"]["verdict"] == "equivalent (±0.3)"
     paper = {row["settings"]: row for row in _rows(paper_table(records))}
     assert paper["model.output_derivative=false"]["EP estimator"] == "positive"
+    seeds = {row["settings"]: row for row in _rows(seed_summary_table(records))}
+    assert seeds["model.output_derivative=false"]["BPTT test %"] == "2.20 ± 0.10"
+    assert seeds["—"]["EP estimator"] == "positive" and seeds["—"]["BPTT test %"] == "4.00 ± 0.00"
 
 
 def test_distinguishing_names_only_what_differs_within_a_model() -> None:

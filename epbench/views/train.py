@@ -183,6 +183,8 @@ def _summary(by_seed: dict[int, Record]) -> dict[str, Any]:
 
 SEED_HEADERS = (
     "cell",
+    "EP estimator",
+    "settings",
     "preset",
     "backend",
     "device",
@@ -200,15 +202,33 @@ SEED_HEADERS = (
 )
 
 
+def _firsts_and_settings(
+    groups: dict[tuple, dict[int, Record]],
+) -> tuple[dict[tuple, Record], dict[tuple, str]]:
+    """Per run (`seed_groups` key): its first record, and the settings that set it apart from
+    the other runs of its model (epbench.views.settings; "" where none)."""
+    firsts = {key: next(iter(by_seed.values())) for key, by_seed in groups.items()}
+    settings = distinguishing(
+        {key: (r.variant.get("model", r.cell), r.config) for key, r in firsts.items()}
+    )
+    return firsts, settings
+
+
 def seed_summary_table(records: Iterable[AnyRecord]) -> str:
-    """One row per run over its seeds: final test errors mean ± std, the EP − BPTT difference
+    """One row per run over its seeds, named by cell, EP estimator and the settings that set it
+    apart from other runs of its model: final test errors mean ± std, the EP − BPTT difference
     paired by seed (mean ± std), seconds per epoch, EP/BPTT time ratio, samples/s."""
     rows = []
-    for (cell, preset, backend, device, dtype, _), by_seed in seed_groups(records).items():
+    groups = seed_groups(records)
+    firsts, settings = _firsts_and_settings(groups)
+    for key, by_seed in groups.items():
+        cell, preset, backend, device, dtype, _ = key
         s = _summary(by_seed)
         rows.append(
             [
                 cell,
+                firsts[key].estimator if s["ep_test"] else "—",
+                settings[key] or "—",
                 preset,
                 backend,
                 device,
@@ -262,10 +282,7 @@ def paper_table(records: Iterable[AnyRecord]) -> str:
     model that differ in more than the estimator name the setting (epbench.views.settings)."""
     rows = []
     groups = seed_groups(records)
-    firsts = {key: next(iter(by_seed.values())) for key, by_seed in groups.items()}
-    settings = distinguishing(
-        {key: (r.variant.get("model", r.cell), r.config) for key, r in firsts.items()}
-    )
+    firsts, settings = _firsts_and_settings(groups)
     for key, by_seed in groups.items():
         cell, preset, backend, device, dtype, _ = key
         s = _summary(by_seed)
