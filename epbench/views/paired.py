@@ -23,7 +23,7 @@ from epbench.config.tasks import config_hash
 from epbench.core.record import Record, metrics_of
 from epbench.views.equivalence import DEFAULT_MARGIN, describe, paired
 from epbench.views.format import AnyRecord, num, records_in
-from epbench.views.settings import distinguishing
+from epbench.views.settings import record_settings
 from epbench.views.train import mean_std
 
 # What BPTT does not read: left out of the configuration a BPTT run is matched by.
@@ -64,7 +64,7 @@ def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, 
         if run is not None:
             bptt[(_without(r.config, EP_ONLY), *_where(r), r.seed)] = run
     groups: dict[tuple, dict[int, tuple[Mapping, Mapping]]] = {}
-    configs: dict[tuple, tuple[str, Mapping[str, Any]]] = {}
+    firsts: dict[tuple, Record] = {}
     for r in train:
         run = _complete(r, "ep")
         other = bptt.get((_without(r.config, EP_ONLY), *_where(r), r.seed))
@@ -75,8 +75,8 @@ def pairs(records: Iterable[AnyRecord]) -> dict[tuple, list[tuple[int, Mapping, 
         rest = _without(r.config, {"train": ("algorithms",)})
         key = (model, r.estimator, *_where(r), epochs, rest)
         groups.setdefault(key, {})[r.seed] = (run, other)
-        configs[key] = (model, r.config)
-    settings = distinguishing(configs)
+        firsts.setdefault(key, r)
+    settings = record_settings(firsts)
     return {
         (*key[:-1], settings[key]): [(seed, ep, bp) for seed, (ep, bp) in sorted(by_seed.items())]
         for key, by_seed in groups.items()

@@ -427,9 +427,9 @@ def learning_curves(records: Sequence[AnyRecord]) -> Plot | None:
     if not chosen:
         return None
     groups: dict[tuple, list[Record]] = defaultdict(list)
-    settings = record_settings([r for _, r in chosen])
-    for (_, r), setting in zip(chosen, settings, strict=True):
-        estimator = " ".join(filter(None, (str(r.estimator), setting)))
+    settings = record_settings(dict(chosen))
+    for i, r in chosen:
+        estimator = " ".join(filter(None, (str(r.estimator), settings[i])))
         groups[(r.cell, estimator, r.backend, r.dtype, r.preset)].append(r)
     from matplotlib.ticker import MaxNLocator
 
@@ -523,10 +523,10 @@ def training_dynamics(records: Sequence[AnyRecord]) -> Plot | None:
     if not chosen:
         return None
     groups: dict[tuple, dict[str, list[Mapping[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    settings = record_settings([r for _, r in chosen])
-    for (_, r), setting in zip(chosen, settings, strict=True):
+    settings = record_settings(dict(chosen))
+    for i, r in chosen:
         model = r.variant.get("model", r.cell)
-        where = tuple(filter(None, (model, setting, r.backend, r.dtype, r.preset)))
+        where = tuple(filter(None, (model, settings[i], r.backend, r.dtype, r.preset)))
         for alg, block in _train_blocks(r).items():
             label = "BPTT" if alg == "bptt" else f"EP {r.estimator}"
             groups[where][label].append(block)

@@ -13,10 +13,12 @@ which is which without listing every field of either.
 from __future__ import annotations
 
 import json
-from collections.abc import Hashable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from epbench.core.record import Record
+
+K = TypeVar("K", bound=Hashable)
 
 # Fields every table already shows in a column of its own, or that do not change the science.
 SHOWN = frozenset({"dynamics.estimator", "train.algorithms", "train.epochs", "description"})
@@ -65,12 +67,15 @@ def distinguishing(
 _MISSING = object()
 
 
-def record_settings(records: Sequence[Record]) -> list[str]:
-    """`distinguishing` per record, each record's model its `model` variant (else its cell):
-    what a figure adds to a run's label so that runs of one model that differ in a setting
-    are drawn apart."""
-    return list(
-        distinguishing(
-            {i: (r.variant.get("model", r.cell), r.config) for i, r in enumerate(records)}
-        ).values()
-    )
+def record_settings(runs: Mapping[K, Record]) -> dict[K, str]:
+    """`distinguishing` for records (key → record), each record's model its `model` variant (else
+    its cell): what a table or figure adds to a run's name so that runs of one model that differ
+    in a setting stay apart. Records of one configuration (the seeds of a run) are compared once."""
+    distinct: dict[tuple[str, str], tuple[str, Mapping[str, Any]]] = {}
+    identity: dict[K, tuple[str, str]] = {}
+    for key, r in runs.items():
+        model = r.variant.get("model", r.cell)
+        identity[key] = (model, json.dumps(r.config, sort_keys=True, default=str))
+        distinct.setdefault(identity[key], (model, r.config))
+    found = distinguishing(distinct)
+    return {key: found[ident] for key, ident in identity.items()}

@@ -20,7 +20,7 @@ from tabulate import tabulate
 
 from epbench.core.record import Record, metrics_of
 from epbench.views.format import AnyRecord, heading, num, reason, records_in
-from epbench.views.settings import distinguishing
+from epbench.views.settings import record_settings
 
 # docs/theory.md §5, Table 1 as the paper reports it: epochs, then the test error (%) of EP and
 # of BPTT. The fully connected models reach "about 2 %" with both; P-conv ≈ 1.0 % (EP) and
@@ -208,10 +208,7 @@ def _firsts_and_settings(
     """Per run (`seed_groups` key): its first record, and the settings that set it apart from
     the other runs of its model (epbench.views.settings; "" where none)."""
     firsts = {key: next(iter(by_seed.values())) for key, by_seed in groups.items()}
-    settings = distinguishing(
-        {key: (r.variant.get("model", r.cell), r.config) for key, r in firsts.items()}
-    )
-    return firsts, settings
+    return firsts, record_settings(firsts)
 
 
 def seed_summary_table(records: Iterable[AnyRecord]) -> str:
